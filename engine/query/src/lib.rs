@@ -1,0 +1,252 @@
+//! Read-only SQL over the telemetry tables, always inside one tenant's scope.
+//!
+//! A store hands us [`TelemetryTables`] (DataFusion providers over everyone's rows); we register,
+//! per query, views that filter them to the caller's workspace and tenant, under the tables'
+//! public names. The user's text can only name those views, so tenant predicates come from the
+//! server, never from the query text. Anything but a single SELECT is refused before planning.
+//!
+//! No IO of its own: the providers do the reading.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use model::{ErrorKind, Scope, Table};
+
+/// The port a telemetry store implements for reads: one provider per table, all tenants' rows.
+pub trait TelemetryTables: Send + Sync {
+    fn table_provider(&self, table: Table) -> Arc<dyn TableProvider>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("query failed: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            QueryError::Invalid(_) => ErrorKind::InvalidInput,
+            QueryError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::ResourcesExhausted(_) => QueryError::Invalid(e.to_string()),
+            DataFusionError::Context(ctx, inner) => match QueryError::from(*inner) {
+                QueryError::Invalid(m) => QueryError::Invalid(format!("{ctx}: {m}")),
+                QueryError::Internal(m) => QueryError::Internal(format!("{ctx}: {m}")),
+            },
+            other => QueryError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Limits on one query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Rows returned at most; the output says when more were cut.
+    pub max_rows: usize,
+    /// Memory one query may hold for sorts, joins and aggregations.
+    pub memory_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_rows: 10_000,
+            memory_bytes: 512 << 20,
+        }
+    }
+}
+
+/// The result of a query.
+#[derive(Debug)]
+pub struct SqlOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// True when the result had more than `max_rows` rows and was cut.
+    pub truncated: bool,
+}
+
+/// Checks that `sql` is exactly one query statement (SELECT, possibly with WITH / UNION).
+///
+/// # Errors
+/// [`QueryError::Invalid`] naming what was found instead.
+pub fn ensure_single_select(sql: &str) -> Result<(), QueryError> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    if statements.len() != 1 {
+        return Err(QueryError::Invalid(format!(
+            "expected exactly one SELECT statement, found {}",
+            statements.len()
+        )));
+    }
+    match statements.front() {
+        Some(DfStatement::Statement(stmt)) if matches!(**stmt, Statement::Query(_)) => Ok(()),
+        _ => Err(QueryError::Invalid(
+            "only a SELECT statement is allowed".to_string(),
+        )),
+    }
+}
+
+fn scoped_plan(
+    tables: &dyn TelemetryTables,
+    table: Table,
+    scope: &Scope,
+) -> Result<LogicalPlan, DataFusionError> {
+    let source = provider_as_source(tables.table_provider(table));
+    LogicalPlanBuilder::scan(table.name(), source, None)?
+        .filter(
+            col("workspace_id")
+                .eq(lit(scope.workspace_id.clone()))
+                .and(col("tenant_id").eq(lit(scope.tenant_id.clone()))),
+        )?
+        .build()
+}
+
+fn projection_view(base: &LogicalPlan, columns: &[&str]) -> Result<ViewTable, DataFusionError> {
+    let plan = LogicalPlanBuilder::from(base.clone())
+        .project(columns.iter().map(|c| col(*c)))?
+        .build()?;
+    Ok(ViewTable::new(plan, None))
+}
+
+/// A session whose catalog holds only the caller's scoped views of the telemetry tables.
+///
+/// # Errors
+/// When DataFusion cannot build the views (a bug, not a user error).
+pub fn scoped_context(
+    tables: &dyn TelemetryTables,
+    scope: &Scope,
+    limits: &QueryLimits,
+) -> Result<SessionContext, QueryError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .build_arc()?;
+    let config = SessionConfig::new().with_information_schema(false);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for table in Table::ALL {
+        let plan = scoped_plan(tables, table, scope)?;
+        match table {
+            Table::Traces => {
+                let spans = projection_view(
+                    &plan,
+                    &[
+                        "timestamp",
+                        "trace_id",
+                        "span_id",
+                        "parent_span_id",
+                        "span_name",
+                        "span_kind",
+                        "service_name",
+                        "workspace_id",
+                        "tenant_id",
+                        "duration_nano",
+                        "span_attributes",
+                    ],
+                )?;
+                ctx.register_table("spans_v3", Arc::new(spans))?;
+            }
+            Table::Logs => {
+                let by_trace = projection_view(
+                    &plan,
+                    &[
+                        "trace_id",
+                        "timestamp",
+                        "span_id",
+                        "severity_text",
+                        "body",
+                        "workspace_id",
+                        "tenant_id",
+                    ],
+                )?;
+                ctx.register_table("logs_v3_by_trace", Arc::new(by_trace))?;
+            }
+            _ => {}
+        }
+        ctx.register_table(table.name(), Arc::new(ViewTable::new(plan, None)))?;
+    }
+    Ok(ctx)
+}
+
+/// Runs one read-only SELECT in `scope`.
+///
+/// # Errors
+/// [`QueryError::Invalid`] for anything but a single valid SELECT over known tables and columns.
+pub async fn run_scoped_sql(
+    tables: &dyn TelemetryTables,
+    scope: &Scope,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<SqlOutput, QueryError> {
+    ensure_single_select(sql)?;
+    let ctx = scoped_context(tables, scope, limits)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let df = df.limit(0, Some(limits.max_rows + 1))?;
+    let mut batches = df.collect().await?;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let truncated = total > limits.max_rows;
+    if truncated {
+        let mut keep = limits.max_rows;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            if keep == 0 {
+                break;
+            }
+            let n = b.num_rows().min(keep);
+            out.push(b.slice(0, n));
+            keep -= n;
+        }
+        batches = out;
+    }
+    Ok(SqlOutput {
+        schema,
+        batches,
+        truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_select_passes() {
+        assert!(ensure_single_select("SELECT 1").is_ok());
+        assert!(ensure_single_select("WITH a AS (SELECT 1) SELECT * FROM a").is_ok());
+        for bad in [
+            "SELECT 1; SELECT 2",
+            "DROP TABLE traces_v3",
+            "INSERT INTO logs_v3 VALUES (1)",
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
+            "COPY (SELECT 1) TO '/tmp/x'",
+            "SET datafusion.execution.batch_size = 1",
+            "",
+        ] {
+            assert!(ensure_single_select(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The storage ports: what the rest of the host needs from a telemetry store and from a
+//! metadata store, and nothing about how either is built.
+//!
+//! Adapters live in their own crates (`storage-embedded`, `storage-sqlite`, later PostgreSQL
+//! and ClickHouse); only the `server` crate names them.
+
+mod meta;
+mod telemetry;
+
+pub use meta::{
+    ApiKeyRecord, ApiKeyStatus, MetaError, MetaStore, NewApiKey, NewTenant, NewUser, RoleType,
+    TenantRecord, UserRecord,
+};
+pub use telemetry::{StoreError, StoreStats, TableStats, TelemetryStore};
