@@ -1,1 +1,260 @@
-//! placeholder
+//! The `telemetryflow` binary's library half: configuration, backend selection, wiring, and a
+//! graceful lifecycle. This is the only crate that names concrete storage backends.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use api::{AppState, IngestLimits};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use storage::{MetaStore, TelemetryStore};
+use storage_embedded::{EmbeddedConfig, EmbeddedStore};
+use storage_sqlite::SqliteMetaStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ServeArgs};
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                )
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub otlp_grpc_addr: SocketAddr,
+    /// Set when this start created the admin with a generated password: `(email, password)`.
+    pub generated_admin: Option<(String, String)>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    telemetry: Arc<EmbeddedStore>,
+    state: Arc<AppState>,
+}
+
+fn random_secret(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The JWT signing secret: `TELEMETRYFLOW_JWT_SECRET`, else a key file created at first start.
+fn jwt_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(s) = std::env::var("TELEMETRYFLOW_JWT_SECRET") {
+        anyhow::ensure!(s.len() >= 32, "TELEMETRYFLOW_JWT_SECRET must be at least 32 bytes");
+        return Ok(s.into_bytes());
+    }
+    let dir = data_dir.join("secrets");
+    let path = dir.join("jwt.key");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
+        Ok(_) => anyhow::bail!("{} is shorter than 32 bytes", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir)?;
+            let secret = random_secret(48).into_bytes();
+            let tmp = dir.join("jwt.key.tmp");
+            std::fs::write(&tmp, &secret)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+async fn bootstrap_admin(
+    meta: &dyn MetaStore,
+    config: &Config,
+) -> anyhow::Result<Option<(String, String)>> {
+    let email = config.admin_email.clone();
+    let (password, generated) = match &config.admin_password {
+        Some(p) => (p.clone(), false),
+        None => (random_secret(18), true),
+    };
+    iam::validate_password(&password).context("admin password (TELEMETRYFLOW_ADMIN_PASSWORD)")?;
+    let hash = {
+        let p = password.clone();
+        tokio::task::spawn_blocking(move || iam::hash_password(&p)).await??
+    };
+    let created = meta.bootstrap(&email, &hash).await?;
+    if created {
+        tracing::info!(%email, "created the default organization, workspace, tenant and admin user");
+    }
+    Ok((created && generated).then_some((email, password)))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+impl Server {
+    /// Opens the stores, bootstraps the first admin, binds the three listeners and starts serving.
+    ///
+    /// # Errors
+    /// When a store cannot be opened or an address cannot be bound.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let meta = SqliteMetaStore::open(&config.data_dir.join("metadata.db"))
+            .await
+            .context("cannot open the metadata store")?;
+        let meta: Arc<dyn MetaStore> = Arc::new(meta);
+        let generated_admin = bootstrap_admin(meta.as_ref(), &config).await?;
+
+        let mut tcfg = EmbeddedConfig::new(config.data_dir.join("telemetry"));
+        tcfg.flush_interval = config.flush_interval;
+        tcfg.retention_days = config.retention_days.clone();
+        let (telemetry, recovery) =
+            EmbeddedStore::open(tcfg).context("cannot open the telemetry store")?;
+        if recovery.replayed_entries > 0 || recovery.truncated_bytes > 0 {
+            tracing::info!(
+                replayed = recovery.replayed_entries,
+                truncated_bytes = recovery.truncated_bytes,
+                orphans = recovery.removed_orphan_files,
+                "recovered the write-ahead log"
+            );
+        }
+
+        let tokens = iam::TokenKeys::new(
+            &jwt_secret(&config.data_dir)?,
+            "telemetryflow",
+            "telemetryflow-api",
+        );
+        let render: Box<dyn Fn() -> String + Send + Sync> = match prometheus() {
+            Some(h) => Box::new(move || h.render()),
+            None => Box::new(String::new),
+        };
+        let state = AppState::new(
+            Arc::clone(&meta),
+            Arc::clone(&telemetry) as Arc<dyn TelemetryStore>,
+            tokens,
+            IngestLimits::default(),
+            render,
+        );
+
+        let api_listener = bind(config.http_addr, "the API").await?;
+        let otlp_http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
+        let otlp_grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
+        let http_addr = api_listener.local_addr()?;
+        let otlp_http_addr = otlp_http_listener.local_addr()?;
+        let otlp_grpc_addr = otlp_grpc_listener.local_addr()?;
+
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = Vec::new();
+        let api_app = api::api_router(Arc::clone(&state));
+        tasks.push(tokio::spawn({
+            let signal = until_stopped(stopped.clone());
+            async move {
+                let app = api_app.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(api_listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+                {
+                    tracing::error!(error = %e, "API server failed");
+                }
+            }
+        }));
+        let otlp_app = api::otlp_router(Arc::clone(&state));
+        tasks.push(tokio::spawn({
+            let signal = until_stopped(stopped.clone());
+            async move {
+                let app = otlp_app.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(otlp_http_listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+                {
+                    tracing::error!(error = %e, "OTLP/HTTP server failed");
+                }
+            }
+        }));
+        let (traces, logs, metrics) = api::grpc_services(Arc::clone(&state));
+        tasks.push(tokio::spawn({
+            let signal = until_stopped(stopped.clone());
+            async move {
+                let incoming = tonic::transport::server::TcpIncoming::from(otlp_grpc_listener);
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(traces)
+                    .add_service(logs)
+                    .add_service(metrics)
+                    .serve_with_incoming_shutdown(incoming, signal)
+                    .await
+                {
+                    tracing::error!(error = %e, "OTLP/gRPC server failed");
+                }
+            }
+        }));
+        tasks.push(tokio::spawn({
+            let state = Arc::clone(&state);
+            let mut stopped = stopped.clone();
+            async move {
+                loop {
+                    let stop = tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(10)) => false,
+                        r = stopped.changed() => r.is_err() || *stopped.borrow(),
+                    };
+                    if stop {
+                        break;
+                    }
+                    state.keys.flush_usage().await;
+                }
+            }
+        }));
+        Ok(Server {
+            http_addr,
+            otlp_http_addr,
+            otlp_grpc_addr,
+            generated_admin,
+            stop,
+            tasks,
+            telemetry,
+            state,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then flushes acknowledged data.
+    ///
+    /// # Errors
+    /// When the final flush fails (the data stays in the WAL and is replayed at next start).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(30), t).await.is_err() {
+                tracing::warn!("a listener did not stop within 30 s");
+            }
+        }
+        self.state.keys.flush_usage().await;
+        self.telemetry.close().await?;
+        tracing::info!("telemetry flushed; goodbye");
+        Ok(())
+    }
+}

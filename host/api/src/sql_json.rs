@@ -1,0 +1,59 @@
+//! Query results as `{columns, rows, row_count, truncated}` JSON.
+
+use arrow::json::writer::{JsonArray, WriterBuilder};
+use query::SqlOutput;
+use serde_json::{Value, json};
+
+use crate::ApiError;
+
+/// Columns with their Arrow types and rows as arrays in column order. Timestamps are RFC 3339,
+/// maps are objects, lists are arrays, nulls are `null`.
+///
+/// # Errors
+/// When Arrow cannot render a column type as JSON.
+pub(crate) fn to_json(out: &SqlOutput) -> Result<Value, ApiError> {
+    let names: Vec<&str> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let columns: Vec<Value> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let mut rows = Vec::new();
+    for batch in &out.batches {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let mut buf = Vec::new();
+        {
+            let mut w = WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, JsonArray>(&mut buf);
+            w.write(batch)
+                .map_err(|e| ApiError::invalid(format!("cannot render result as JSON: {e}")))?;
+            w.finish()
+                .map_err(|e| ApiError::invalid(format!("cannot render result as JSON: {e}")))?;
+        }
+        let objects: Vec<serde_json::Map<String, Value>> =
+            serde_json::from_slice(&buf).map_err(ApiError::internal)?;
+        for mut obj in objects {
+            rows.push(Value::Array(
+                names
+                    .iter()
+                    .map(|n| obj.remove(*n).unwrap_or(Value::Null))
+                    .collect(),
+            ));
+        }
+    }
+    Ok(json!({
+        "columns": columns,
+        "row_count": rows.len(),
+        "rows": rows,
+        "truncated": out.truncated,
+    }))
+}

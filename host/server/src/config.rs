@@ -1,0 +1,171 @@
+//! Layered configuration: command line > environment > config file > defaults.
+//!
+//! Every flag has an environment twin (`TELEMETRYFLOW_…`); clap reads both, so a value from
+//! either beats the file. The file is TOML with the same names in snake_case; unknown keys are
+//! an error, so a typo never passes silently.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+/// Options of `telemetryflow serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; its values sit below flags and environment.
+    #[arg(long, env = "TELEMETRYFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where metadata (SQLite) and telemetry (WAL + Parquet) live. Default: ./data
+    #[arg(long, env = "TELEMETRYFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// API listen address. Default: 127.0.0.1:8080
+    #[arg(long, env = "TELEMETRYFLOW_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address. Default: 127.0.0.1:4318
+    #[arg(long, env = "TELEMETRYFLOW_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// OTLP/gRPC listen address. Default: 127.0.0.1:4317
+    #[arg(long, env = "TELEMETRYFLOW_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// Seconds between flushes of acknowledged data from the WAL to Parquet. Default: 30
+    #[arg(long, env = "TELEMETRYFLOW_FLUSH_INTERVAL_SECS")]
+    pub flush_interval_secs: Option<u64>,
+    /// Email of the admin created at first start. Default: admin@telemetryflow.local
+    #[arg(long, env = "TELEMETRYFLOW_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of the admin created at first start; generated and printed once when unset.
+    #[arg(long, env = "TELEMETRYFLOW_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http_addr: Option<SocketAddr>,
+    pub otlp_http_addr: Option<SocketAddr>,
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    pub flush_interval_secs: Option<u64>,
+    /// Days to keep per table, e.g. `traces_v3 = 14`.
+    #[serde(default)]
+    pub retention_days: BTreeMap<String, u32>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub otlp_grpc_addr: SocketAddr,
+    pub flush_interval: Duration,
+    pub retention_days: BTreeMap<model::Table, u32>,
+    pub admin_email: String,
+    /// `None`: generate one at first start and print it once.
+    pub admin_password: Option<String>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            http_addr: addr("127.0.0.1:8080"),
+            otlp_http_addr: addr("127.0.0.1:4318"),
+            otlp_grpc_addr: addr("127.0.0.1:4317"),
+            flush_interval: Duration::from_secs(30),
+            retention_days: model::Table::ALL
+                .into_iter()
+                .map(|t| (t, t.default_retention_days()))
+                .collect(),
+            admin_email: "admin@telemetryflow.local".to_string(),
+            admin_password: None,
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags/env over the file over defaults.
+    ///
+    /// # Errors
+    /// An unreadable or invalid config file, or an unknown table in `retention_days`.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let mut retention = d.retention_days.clone();
+        for (name, days) in &file.retention_days {
+            let table = model::Table::from_name(name)
+                .with_context(|| format!("retention_days: unknown table {name:?}"))?;
+            anyhow::ensure!(*days >= 1, "retention_days.{name} must be at least 1");
+            retention.insert(table, *days);
+        }
+        Ok(Config {
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or(d.http_addr),
+            otlp_http_addr: args
+                .otlp_http_addr
+                .or(file.otlp_http_addr)
+                .unwrap_or(d.otlp_http_addr),
+            otlp_grpc_addr: args
+                .otlp_grpc_addr
+                .or(file.otlp_grpc_addr)
+                .unwrap_or(d.otlp_grpc_addr),
+            flush_interval: args
+                .flush_interval_secs
+                .or(file.flush_interval_secs)
+                .map_or(d.flush_interval, |s| Duration::from_secs(s.max(1))),
+            retention_days: retention,
+            admin_email: args.admin_email.clone().unwrap_or(d.admin_email),
+            admin_password: args.admin_password.clone(),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("tf-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\n[retention_days]\ntraces_v3 = 7\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            http_addr: Some(addr("127.0.0.1:9999")),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).expect("resolve");
+        assert_eq!(c.http_addr, addr("127.0.0.1:9999"));
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.otlp_grpc_addr, addr("127.0.0.1:4317"));
+        assert_eq!(c.retention_days[&model::Table::Traces], 7);
+        assert_eq!(c.retention_days[&model::Table::Metrics], 90);
+
+        std::fs::write(&file, "data_dirr = \"typo\"\n").expect("write");
+        assert!(Config::resolve(&args).is_err(), "unknown keys are errors");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
