@@ -161,7 +161,8 @@ def main():
             )
             sent["logs"].append(f"hello from {args.run}")
 
-    mp.force_flush()
+    # shutdown() collects and exports metrics exactly once; a force_flush() before it would
+    # export a second time.
     tp.force_flush()
     lp.force_flush()
     mp.shutdown()

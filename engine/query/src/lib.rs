@@ -43,19 +43,29 @@ impl QueryError {
     }
 }
 
+/// Whether an error is the user's (a bad query) rather than ours.
+fn is_user_error(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::ResourcesExhausted(_) => true,
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            is_user_error(inner)
+        }
+        DataFusionError::Shared(inner) => is_user_error(inner),
+        DataFusionError::Collection(errors) => errors.first().is_some_and(is_user_error),
+        _ => false,
+    }
+}
+
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
-        match e {
-            DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_)
-            | DataFusionError::ResourcesExhausted(_) => QueryError::Invalid(e.to_string()),
-            DataFusionError::Context(ctx, inner) => match QueryError::from(*inner) {
-                QueryError::Invalid(m) => QueryError::Invalid(format!("{ctx}: {m}")),
-                QueryError::Internal(m) => QueryError::Internal(format!("{ctx}: {m}")),
-            },
-            other => QueryError::Internal(other.to_string()),
+        if is_user_error(&e) {
+            QueryError::Invalid(e.to_string())
+        } else {
+            QueryError::Internal(e.to_string())
         }
     }
 }
@@ -232,6 +242,22 @@ pub async fn run_scoped_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_mistakes_are_invalid_input_not_internal_errors() {
+        let plan = DataFusionError::Plan("table 'x' not found".into());
+        let wrapped = DataFusionError::Diagnostic(
+            Box::new(datafusion::common::Diagnostic::new_error("x", None)),
+            Box::new(DataFusionError::Context("planning".into(), Box::new(plan))),
+        );
+        assert!(matches!(QueryError::from(wrapped), QueryError::Invalid(m) if m.contains("not found")));
+        let shared = DataFusionError::Shared(Arc::new(DataFusionError::Plan("p".into())));
+        assert!(matches!(QueryError::from(shared), QueryError::Invalid(_)));
+        assert!(matches!(
+            QueryError::from(DataFusionError::Internal("bug".into())),
+            QueryError::Internal(_)
+        ));
+    }
 
     #[test]
     fn only_one_select_passes() {

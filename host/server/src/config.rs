@@ -51,6 +51,10 @@ pub struct FileConfig {
     pub otlp_http_addr: Option<SocketAddr>,
     pub otlp_grpc_addr: Option<SocketAddr>,
     pub flush_interval_secs: Option<u64>,
+    /// OTLP requests processed at once before new ones get 503 + Retry-After. Default: 64
+    pub ingest_max_in_flight: Option<usize>,
+    /// Acknowledged bytes not yet flushed to Parquet before writes get 503. Default: 1 GiB
+    pub max_unflushed_bytes: Option<usize>,
     /// Days to keep per table, e.g. `traces_v3 = 14`.
     #[serde(default)]
     pub retention_days: BTreeMap<String, u32>,
@@ -68,6 +72,8 @@ pub struct Config {
     pub admin_email: String,
     /// `None`: generate one at first start and print it once.
     pub admin_password: Option<String>,
+    pub ingest_max_in_flight: usize,
+    pub max_unflushed_bytes: usize,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -88,6 +94,8 @@ impl Default for Config {
                 .collect(),
             admin_email: "admin@telemetryflow.local".to_string(),
             admin_password: None,
+            ingest_max_in_flight: 64,
+            max_unflushed_bytes: 1 << 30,
         }
     }
 }
@@ -128,6 +136,8 @@ impl Config {
             retention_days: retention,
             admin_email: args.admin_email.clone().unwrap_or(d.admin_email),
             admin_password: args.admin_password.clone(),
+            ingest_max_in_flight: file.ingest_max_in_flight.unwrap_or(d.ingest_max_in_flight),
+            max_unflushed_bytes: file.max_unflushed_bytes.unwrap_or(d.max_unflushed_bytes),
         })
     }
 }

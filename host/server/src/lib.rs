@@ -1,6 +1,7 @@
 //! The `telemetryflow` binary's library half: configuration, backend selection, wiring, and a
 //! graceful lifecycle. This is the only crate that names concrete storage backends.
 
+pub mod cli;
 pub mod config;
 
 use std::net::SocketAddr;
@@ -131,6 +132,7 @@ impl Server {
         let mut tcfg = EmbeddedConfig::new(config.data_dir.join("telemetry"));
         tcfg.flush_interval = config.flush_interval;
         tcfg.retention_days = config.retention_days.clone();
+        tcfg.max_unflushed_bytes = config.max_unflushed_bytes;
         let (telemetry, recovery) =
             EmbeddedStore::open(tcfg).context("cannot open the telemetry store")?;
         if recovery.replayed_entries > 0 || recovery.truncated_bytes > 0 {
@@ -155,7 +157,10 @@ impl Server {
             Arc::clone(&meta),
             Arc::clone(&telemetry) as Arc<dyn TelemetryStore>,
             tokens,
-            IngestLimits::default(),
+            IngestLimits {
+                max_in_flight: config.ingest_max_in_flight,
+                ..IngestLimits::default()
+            },
             render,
         );
 

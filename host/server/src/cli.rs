@@ -1,0 +1,85 @@
+//! The command line: `serve` and `migrate`.
+
+use clap::{Parser, Subcommand};
+use crate::{Config, ServeArgs, Server};
+
+#[derive(Parser)]
+#[command(name = "telemetryflow", version, about = "Observability back end: OTLP ingest, storage, query and WASM-extended alerting")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (embedded storage by default: no external service needed).
+    Serve(ServeArgs),
+    /// Apply pending metadata migrations and exit.
+    Migrate(ServeArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TELEMETRYFLOW_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Parses the command line and runs it; what `main` of every `telemetryflow` binary calls.
+///
+/// # Errors
+/// Whatever stopped the command.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            let server = Server::start(config.clone()).await?;
+            if let Some((email, password)) = &server.generated_admin {
+                println!(
+                    "\nCreated the first admin user (shown once):\n  email:    {email}\n  password: {password}\n"
+                );
+            }
+            tracing::info!(
+                data_dir = %config.data_dir.display(),
+                api = %server.http_addr,
+                otlp_http = %server.otlp_http_addr,
+                otlp_grpc = %server.otlp_grpc_addr,
+                "telemetryflow is serving"
+            );
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining requests and flushing telemetry");
+            server.shutdown().await
+        }
+        Command::Migrate(args) => {
+            let config = Config::resolve(&args)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            storage_sqlite::SqliteMetaStore::open(&config.data_dir.join("metadata.db")).await?;
+            println!("metadata migrations applied in {}", config.data_dir.display());
+            Ok(())
+        }
+    }
+}

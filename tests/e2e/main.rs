@@ -1,0 +1,10 @@
+//! End-to-end tests: a real server (in-process, or as a process where a crash is the point)
+//! driven through its public interfaces only: OTLP over HTTP and gRPC, the REST API, SQL.
+
+mod support;
+
+mod bad_input;
+mod durability;
+mod otlp_json;
+mod python_sdk;
+mod tenancy;

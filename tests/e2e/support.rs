@@ -1,0 +1,329 @@
+//! Starting servers, making tenants, keys and users, sending OTLP and reading SQL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use server::{Config, Server};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        http_addr: loopback(),
+        otlp_http_addr: loopback(),
+        otlp_grpc_addr: loopback(),
+        admin_email: ADMIN_EMAIL.into(),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        ..Config::default()
+    }
+}
+
+/// A server running inside the test process on ephemeral ports.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub api: String,
+    pub otlp_http: String,
+    pub otlp_grpc: String,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        tune(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        TestServer {
+            api: format!("http://{}", server.http_addr),
+            otlp_http: format!("http://{}", server.otlp_http_addr),
+            otlp_grpc: format!("http://{}", server.otlp_grpc_addr),
+            server: Some(server),
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// An API client for one server (in-process or not).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .post("/api/v1/auth/login", None, json!({"email": email, "password": password}))
+            .await;
+        assert_eq!(status, 200, "login: {body}");
+        body["access_token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Creates an ingest key; returns `(token, body)`.
+    pub async fn key(&self, admin: &str, permissions: &[&str], tenant: Option<&str>) -> (String, Value) {
+        let mut body = json!({"name": "test key", "permissions": permissions});
+        if let Some(t) = tenant {
+            body["tenant_id"] = json!(t);
+        }
+        let (status, body) = self.post("/api/v1/api-keys", Some(admin), body).await;
+        assert_eq!(status, 201, "create key: {body}");
+        (body["key"].as_str().expect("key").to_string(), body)
+    }
+
+    /// Creates tenant `code` with a viewer user; returns `(tenant_id, viewer_token)`.
+    pub async fn tenant_with_viewer(&self, admin: &str, code: &str) -> (String, String) {
+        let (status, t) = self
+            .post("/api/v1/tenants", Some(admin), json!({"name": code, "code": code}))
+            .await;
+        assert_eq!(status, 201, "create tenant: {t}");
+        let tenant_id = t["tenant_id"].as_str().expect("tenant id").to_string();
+        let email = format!("viewer-{code}@example.com");
+        let (status, u) = self
+            .post(
+                "/api/v1/users",
+                Some(admin),
+                json!({"email": email, "password": "viewer-password", "tenant_id": tenant_id, "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(status, 201, "create user: {u}");
+        let token = self.login(&email, "viewer-password").await;
+        (tenant_id, token)
+    }
+
+    /// Runs SQL; panics unless it succeeds. Returns the rows.
+    pub async fn sql(&self, token: &str, sql: &str) -> Vec<Vec<Value>> {
+        let (status, body) = self
+            .post("/api/v1/query/sql", Some(token), json!({"sql": sql}))
+            .await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.as_array().expect("row").clone())
+            .collect()
+    }
+
+    /// Runs SQL expecting one row with one integer.
+    pub async fn count(&self, token: &str, sql: &str) -> i64 {
+        let rows = self.sql(token, sql).await;
+        rows[0][0].as_i64().expect("count")
+    }
+}
+
+/// A raw OTLP/HTTP POST.
+pub async fn post_otlp(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = client
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.expect("otlp request")
+}
+
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_healthy(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became healthy");
+}
+
+/// A free loopback port (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The Python interpreter with the OpenTelemetry SDK installed.
+///
+/// `TELEMETRYFLOW_TEST_PYTHON` names one; otherwise a virtualenv is made once under Cargo's
+/// target tmp dir from `tests/python/requirements.txt` (this needs PyPI the first time).
+/// Never skips: without Python the test fails and says why.
+pub fn python() -> PathBuf {
+    static PY: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut guard = PY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let path = match std::env::var_os("TELEMETRYFLOW_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
+            let py = venv.join("bin/python");
+            let reqs = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/requirements.txt");
+            let marker = venv.join(".requirements");
+            let wanted = std::fs::read_to_string(&reqs).expect("requirements.txt");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+                let ok = std::process::Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "python3 -m venv failed: install Python 3 with venv, or set TELEMETRYFLOW_TEST_PYTHON");
+                let ok = std::process::Command::new(&py)
+                    .args(["-m", "pip", "install", "-q", "-r"])
+                    .arg(&reqs)
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "pip install -r {} failed", reqs.display());
+                std::fs::write(&marker, wanted).expect("marker");
+            }
+            py
+        }
+    };
+    *guard = Some(path.clone());
+    path
+}
+
+pub mod build {
+    //! OTLP requests built in Rust, the way a protobuf client would send them.
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    pub fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn resource(service: &str) -> Option<Resource> {
+        Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        })
+    }
+
+    /// `n` log records with bodies `"{marker}-{i}"`.
+    pub fn logs(service: &str, marker: &str, n: usize, t0: u64) -> ExportLogsServiceRequest {
+        let records = (0..n)
+            .map(|i| LogRecord {
+                time_unix_nano: t0 + i as u64,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue(format!("{marker}-{i}"))),
+                }),
+                attributes: vec![kv("i", &i.to_string())],
+                ..Default::default()
+            })
+            .collect();
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource(service),
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// `n` spans of one trace; span `i` has id `i + 1`.
+    pub fn spans(service: &str, n: usize, t0: u64) -> ExportTraceServiceRequest {
+        let spans = (0..n)
+            .map(|i| Span {
+                trace_id: vec![0xab; 16],
+                span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+                name: format!("op-{i}"),
+                kind: 2,
+                start_time_unix_nano: t0,
+                end_time_unix_nano: t0 + 1_000,
+                attributes: vec![kv("i", &i.to_string())],
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(service),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+}

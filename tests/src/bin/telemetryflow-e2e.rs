@@ -1,0 +1,7 @@
+//! The `telemetryflow` entry point, built inside the test package so the end-to-end tests can
+//! start it as a separate process (for `kill -9` and signal tests).
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    server::cli::main().await
+}
