@@ -27,7 +27,11 @@ fn crates(half: &str) -> Vec<(String, toml::Table)> {
         if manifest.exists() {
             let text = std::fs::read_to_string(&manifest).expect("read manifest");
             let table: toml::Table = text.parse().expect("parse manifest");
-            let folder = path.file_name().expect("name").to_string_lossy().to_string();
+            let folder = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .to_string();
             out.push((folder, table));
         }
     }
@@ -46,7 +50,9 @@ fn deps(t: &toml::Table) -> BTreeSet<String> {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
@@ -66,9 +72,19 @@ fn crates_are_flat_named_after_their_folder_unpublished_and_linted() {
     for half in ["engine", "host"] {
         for (folder, t) in crates(half) {
             let pkg = t["package"].as_table().expect("[package]");
-            assert_eq!(pkg["name"].as_str(), Some(folder.as_str()), "{half}/{folder}: folder = package name");
-            assert!(pkg.contains_key("publish"), "{half}/{folder}: publish must be set (false)");
-            assert!(t.contains_key("lints"), "{half}/{folder}: [lints] workspace = true");
+            assert_eq!(
+                pkg["name"].as_str(),
+                Some(folder.as_str()),
+                "{half}/{folder}: folder = package name"
+            );
+            assert!(
+                pkg.contains_key("publish"),
+                "{half}/{folder}: publish must be set (false)"
+            );
+            assert!(
+                t.contains_key("lints"),
+                "{half}/{folder}: [lints] workspace = true"
+            );
         }
     }
 }
@@ -76,11 +92,25 @@ fn crates_are_flat_named_after_their_folder_unpublished_and_linted() {
 #[test]
 fn the_engine_never_depends_on_the_host_nor_speaks_http_or_sql() {
     let host: BTreeSet<String> = crates("host").into_iter().map(|(f, _)| f).collect();
-    let io = ["axum", "hyper", "tonic", "reqwest", "sqlx", "tower-http", "http"];
+    let io = [
+        "axum",
+        "hyper",
+        "tonic",
+        "reqwest",
+        "sqlx",
+        "tower-http",
+        "http",
+    ];
     for (folder, t) in crates("engine") {
         for d in deps(&t) {
-            assert!(!host.contains(&d), "engine/{folder} depends on host crate {d}");
-            assert!(!io.contains(&d.as_str()), "engine/{folder} depends on {d}: the engine never touches HTTP or SQL");
+            assert!(
+                !host.contains(&d),
+                "engine/{folder} depends on host crate {d}"
+            );
+            assert!(
+                !io.contains(&d.as_str()),
+                "engine/{folder} depends on {d}: the engine never touches HTTP or SQL"
+            );
         }
     }
 }
@@ -98,7 +128,10 @@ fn only_the_server_names_concrete_backends() {
                 continue;
             }
             for d in deps(&t) {
-                assert!(!backends.contains(&d), "{half}/{folder} names backend {d}; only server may");
+                assert!(
+                    !backends.contains(&d),
+                    "{half}/{folder} names backend {d}; only server may"
+                );
             }
         }
     }
@@ -110,11 +143,17 @@ fn codemaps_name_every_crate() {
         let map = std::fs::read_to_string(root().join(half).join("README.md"))
             .unwrap_or_else(|_| panic!("{half}/README.md (the codemap) is missing"));
         for (folder, _) in crates(half) {
-            assert!(map.contains(&format!("`{folder}`")), "{half}/README.md does not describe `{folder}`");
+            assert!(
+                map.contains(&format!("`{folder}`")),
+                "{half}/README.md does not describe `{folder}`"
+            );
         }
     }
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
-    assert!(readme.contains("engine/README.md") && readme.contains("host/README.md"), "README links the codemaps");
+    assert!(
+        readme.contains("engine/README.md") && readme.contains("host/README.md"),
+        "README links the codemaps"
+    );
 }
 
 #[test]
@@ -131,10 +170,19 @@ fn no_test_is_hidden_and_bindgen_lives_in_one_crate() {
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read");
         let rel = f.strip_prefix(root()).unwrap_or(&f).display().to_string();
-        assert!(!text.contains(&ignore), "{rel}: no ignore attribute; a test that needs a service checks its env var");
-        assert!(!text.contains(&should_panic), "{rel}: no should-panic attribute; assert on the error instead");
+        assert!(
+            !text.contains(&ignore),
+            "{rel}: no ignore attribute; a test that needs a service checks its env var"
+        );
+        assert!(
+            !text.contains(&should_panic),
+            "{rel}: no should-panic attribute; assert on the error instead"
+        );
         if text.contains(&bindgen) {
-            assert!(rel.starts_with("engine/plugin-runtime/"), "{rel}: only engine/plugin-runtime runs bindgen!");
+            assert!(
+                rel.starts_with("engine/plugin-runtime/"),
+                "{rel}: only engine/plugin-runtime runs bindgen!"
+            );
         }
     }
 }
@@ -143,7 +191,9 @@ fn no_test_is_hidden_and_bindgen_lives_in_one_crate() {
 fn migrations_are_numbered_and_unique() {
     for backend in ["sqlite", "postgres", "clickhouse"] {
         let dir = root().join("migrations").join(backend);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut seen = BTreeSet::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
@@ -155,7 +205,10 @@ fn migrations_are_numbered_and_unique() {
                 num.len() == 4 && num.bytes().all(|b| b.is_ascii_digit()) && rest.ends_with(".sql"),
                 "migrations/{backend}/{name}: want NNNN_name.sql"
             );
-            assert!(seen.insert(num.to_string()), "migrations/{backend}: number {num} used twice");
+            assert!(
+                seen.insert(num.to_string()),
+                "migrations/{backend}: number {num} used twice"
+            );
         }
     }
 }

@@ -24,7 +24,11 @@ fn logs_of_exact_size(size: usize) -> Vec<u8> {
         if len == size {
             return req.encode_to_vec();
         }
-        fill = if len > size { fill - (len - size) } else { fill + (size - len) };
+        fill = if len > size {
+            fill - (len - size)
+        } else {
+            fill + (size - len)
+        };
     }
 }
 
@@ -83,7 +87,12 @@ async fn bad_requests_get_the_status_the_spec_asks_for() {
     for (ct, enc, body) in [
         (pb, None, b"\xff\xff\xff\xff garbage".to_vec()),
         ("application/json", None, b"{\"resourceLogs\": [".to_vec()),
-        ("application/json", None, b"{\"resourceLogs\": [{\"scopeLogs\": [{\"logRecords\": [{\"traceId\": \"zz\"}]}]}]}".to_vec()),
+        (
+            "application/json",
+            None,
+            b"{\"resourceLogs\": [{\"scopeLogs\": [{\"logRecords\": [{\"traceId\": \"zz\"}]}]}]}"
+                .to_vec(),
+        ),
         (pb, Some("gzip"), b"not gzip at all".to_vec()),
         (pb, Some("zstd"), b"not zstd either".to_vec()),
     ] {
@@ -111,7 +120,10 @@ async fn bad_requests_get_the_status_the_spec_asks_for() {
     assert_eq!(r.status(), 413);
 
     // Only the accepted bodies were stored: 2 (x-api-key) + 2 × 2 big ones of 16 MiB - 1 and 16 MiB.
-    assert_eq!(api.count(&admin, "SELECT COUNT(*) FROM logs_v3").await, 2 + 4);
+    assert_eq!(
+        api.count(&admin, "SELECT COUNT(*) FROM logs_v3").await,
+        2 + 4
+    );
     srv.shutdown().await;
 }
 
@@ -124,12 +136,25 @@ async fn invalid_items_are_reported_as_partial_success() {
     let mut req = build::spans("partial", 3, now_nanos());
     req.resource_spans[0].scope_spans[0].spans[1].trace_id = vec![1, 2, 3];
     let url = format!("{}/v1/traces", srv.otlp_http);
-    let r = post_otlp(&srv.client, &url, Some(&key), "application/x-protobuf", None, req.encode_to_vec()).await;
+    let r = post_otlp(
+        &srv.client,
+        &url,
+        Some(&key),
+        "application/x-protobuf",
+        None,
+        req.encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    let resp = ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response");
+    let resp =
+        ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response");
     let partial = resp.partial_success.expect("partial success");
     assert_eq!(partial.rejected_spans, 1);
-    assert!(partial.error_message.contains("trace_id"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("trace_id"),
+        "{}",
+        partial.error_message
+    );
     assert_eq!(api.count(&admin, "SELECT COUNT(*) FROM traces_v3").await, 2);
 
     // The same in JSON: the response is JSON too.
@@ -137,7 +162,15 @@ async fn invalid_items_are_reported_as_partial_success() {
         {"body":{"stringValue":"fine"}},
         {"body":{"stringValue":"bad"},"traceId":"abcd"}]}]}]}"#;
     let url = format!("{}/v1/logs", srv.otlp_http);
-    let r = post_otlp(&srv.client, &url, Some(&key), "application/json", None, json.into()).await;
+    let r = post_otlp(
+        &srv.client,
+        &url,
+        Some(&key),
+        "application/json",
+        None,
+        json.into(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     let v: Value = r.json().await.expect("json");
@@ -154,7 +187,15 @@ async fn a_saturated_write_path_answers_503_with_retry_after() {
     let (key, _) = api.key(&admin, &["logs:write"], None).await;
     let url = format!("{}/v1/logs", srv.otlp_http);
     let body = build::logs("svc", "x", 1, now_nanos()).encode_to_vec();
-    let r = post_otlp(&srv.client, &url, Some(&key), "application/x-protobuf", None, body).await;
+    let r = post_otlp(
+        &srv.client,
+        &url,
+        Some(&key),
+        "application/x-protobuf",
+        None,
+        body,
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     srv.shutdown().await;
@@ -166,13 +207,37 @@ async fn a_saturated_write_path_answers_503_with_retry_after() {
     let (key, _) = api.key(&admin, &["logs:write"], None).await;
     let url = format!("{}/v1/logs", srv.otlp_http);
     let body = build::logs("svc", "x", 10, now_nanos()).encode_to_vec();
-    let first = post_otlp(&srv.client, &url, Some(&key), "application/x-protobuf", None, body.clone()).await;
+    let first = post_otlp(
+        &srv.client,
+        &url,
+        Some(&key),
+        "application/x-protobuf",
+        None,
+        body.clone(),
+    )
+    .await;
     assert_eq!(first.status(), 200);
-    let second = post_otlp(&srv.client, &url, Some(&key), "application/x-protobuf", None, body).await;
+    let second = post_otlp(
+        &srv.client,
+        &url,
+        Some(&key),
+        "application/x-protobuf",
+        None,
+        body,
+    )
+    .await;
     assert_eq!(second.status(), 503);
-    let after: u64 = second.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let after: u64 = second.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
     assert!(after >= 1);
-    assert_eq!(api.count(&admin, "SELECT COUNT(*) FROM logs_v3").await, 10, "the refused batch was not stored");
+    assert_eq!(
+        api.count(&admin, "SELECT COUNT(*) FROM logs_v3").await,
+        10,
+        "the refused batch was not stored"
+    );
     srv.shutdown().await;
 }
 
@@ -194,14 +259,26 @@ async fn grpc_checks_keys_and_accepts_gzip() {
 
     let with = |k: &str| {
         let mut r = tonic::Request::new(req.clone());
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {k}").parse().expect("ascii"));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {k}").parse().expect("ascii"),
+        );
         r
     };
-    let err = client.export(with(&logs_only)).await.expect_err("wrong permission");
+    let err = client
+        .export(with(&logs_only))
+        .await
+        .expect_err("wrong permission");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     let ok = client.export(with(&key)).await.expect("export");
     assert!(ok.into_inner().partial_success.is_none());
-    assert_eq!(api.count(&admin, "SELECT COUNT(*) FROM spans_v3 WHERE service_name = 'grpc-svc'").await, 4);
+    assert_eq!(
+        api.count(
+            &admin,
+            "SELECT COUNT(*) FROM spans_v3 WHERE service_name = 'grpc-svc'"
+        )
+        .await,
+        4
+    );
     srv.shutdown().await;
 }

@@ -56,7 +56,15 @@ async fn send_batches(p: &Proc, key: &str, range: std::ops::Range<usize>, per: u
     let url = format!("{}/v1/logs", p.otlp_http);
     for b in range {
         let body = build::logs("durable", &format!("batch{b}"), per, now_nanos()).encode_to_vec();
-        let r = post_otlp(&client, &url, Some(key), "application/x-protobuf", None, body).await;
+        let r = post_otlp(
+            &client,
+            &url,
+            Some(key),
+            "application/x-protobuf",
+            None,
+            body,
+        )
+        .await;
         assert_eq!(r.status(), 200, "batch {b}");
     }
 }
@@ -65,7 +73,9 @@ async fn counts(p: &Proc) -> (i64, i64) {
     let api = Api::new(&p.api);
     let admin = api.admin().await;
     let total = api.count(&admin, "SELECT COUNT(*) FROM logs_v3").await;
-    let distinct = api.count(&admin, "SELECT COUNT(DISTINCT body) FROM logs_v3").await;
+    let distinct = api
+        .count(&admin, "SELECT COUNT(DISTINCT body) FROM logs_v3")
+        .await;
     (total, distinct)
 }
 
@@ -102,7 +112,11 @@ async fn kill_9_after_the_last_ack_loses_nothing_and_duplicates_nothing() {
     assert_eq!(wal_bytes, 0, "a clean shutdown leaves nothing to replay");
 
     let mut p = spawn(dir.path()).await;
-    assert_eq!(counts(&p).await, (expected, expected), "after a clean restart");
+    assert_eq!(
+        counts(&p).await,
+        (expected, expected),
+        "after a clean restart"
+    );
     signal(&p, libc::SIGTERM);
     assert!(p.child.wait().expect("wait").success());
 }

@@ -24,8 +24,12 @@ use crate::support::{Api, TestServer, build::kv, build::resource, post_otlp};
 const T: u64 = 1_544_712_660_300_000_000;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/otlp").join(name))
-        .expect("fixture")
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/otlp")
+            .join(name),
+    )
+    .expect("fixture")
 }
 
 fn any(v: Any) -> Option<AnyValue> {
@@ -70,7 +74,10 @@ fn trace_twin() -> ExportTraceServiceRequest {
                     start_time_unix_nano: 1_544_712_660_000_000_000,
                     end_time_unix_nano: 1_544_712_661_000_000_000,
                     kind: 2,
-                    attributes: vec![kv("my.span.attr", "some value"), akv("http.status_code", Any::IntValue(200))],
+                    attributes: vec![
+                        kv("my.span.attr", "some value"),
+                        akv("http.status_code", Any::IntValue(200)),
+                    ],
                     events: vec![span::Event {
                         time_unix_nano: 1_544_712_660_500_000_000,
                         name: "exception".into(),
@@ -123,8 +130,12 @@ fn logs_twin() -> ExportLogsServiceRequest {
                             "array.attribute",
                             Any::ArrayValue(ArrayValue {
                                 values: vec![
-                                    AnyValue { value: Some(Any::StringValue("many".into())) },
-                                    AnyValue { value: Some(Any::StringValue("values".into())) },
+                                    AnyValue {
+                                        value: Some(Any::StringValue("many".into())),
+                                    },
+                                    AnyValue {
+                                        value: Some(Any::StringValue("values".into())),
+                                    },
                                 ],
                             }),
                         ),
@@ -248,8 +259,14 @@ fn metrics_twin() -> ExportMetricsServiceRequest {
                     count: 4,
                     sum: 40.5,
                     quantile_values: vec![
-                        ValueAtQuantile { quantile: 0.5, value: 9.5 },
-                        ValueAtQuantile { quantile: 0.99, value: 20.0 },
+                        ValueAtQuantile {
+                            quantile: 0.5,
+                            value: 9.5,
+                        },
+                        ValueAtQuantile {
+                            quantile: 0.99,
+                            value: 20.0,
+                        },
                     ],
                     ..Default::default()
                 }],
@@ -285,15 +302,44 @@ async fn spec_shaped_json_is_stored_exactly_like_its_protobuf_twin() {
     let (key_pb, _) = api.key(&admin, &perms, Some(&tenant_pb)).await;
 
     let sends = [
-        ("traces", fixture("trace.json"), trace_twin().encode_to_vec()),
+        (
+            "traces",
+            fixture("trace.json"),
+            trace_twin().encode_to_vec(),
+        ),
         ("logs", fixture("logs.json"), logs_twin().encode_to_vec()),
-        ("metrics", fixture("metrics.json"), metrics_twin().encode_to_vec()),
+        (
+            "metrics",
+            fixture("metrics.json"),
+            metrics_twin().encode_to_vec(),
+        ),
     ];
     for (signal, json, pb) in sends {
         let url = format!("{}/v1/{signal}", srv.otlp_http);
-        let r = post_otlp(&srv.client, &url, Some(&key_json), "application/json", None, json).await;
-        assert_eq!(r.status(), 200, "json {signal}: {}", r.text().await.unwrap_or_default());
-        let r = post_otlp(&srv.client, &url, Some(&key_pb), "application/x-protobuf", None, pb).await;
+        let r = post_otlp(
+            &srv.client,
+            &url,
+            Some(&key_json),
+            "application/json",
+            None,
+            json,
+        )
+        .await;
+        assert_eq!(
+            r.status(),
+            200,
+            "json {signal}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        let r = post_otlp(
+            &srv.client,
+            &url,
+            Some(&key_pb),
+            "application/x-protobuf",
+            None,
+            pb,
+        )
+        .await;
         assert_eq!(r.status(), 200, "protobuf {signal}");
     }
 
@@ -323,18 +369,27 @@ async fn spec_shaped_json_is_stored_exactly_like_its_protobuf_twin() {
     assert_eq!(r[0], "5b8efff798038103d269b633813fc60c");
     assert_eq!(r[1], "eee19b7ec3c1b174");
     assert_eq!(r[2], "eee19b7ec3c1b173");
-    assert_eq!((r[3].as_str(), r[4].as_str()), (Some("server"), Some("error")));
+    assert_eq!(
+        (r[3].as_str(), r[4].as_str()),
+        (Some("server"), Some("error"))
+    );
     assert_eq!(r[5], "200");
     assert_eq!(r[6], 1_000_000_000u64);
     assert_eq!(r[7], 3);
     assert_eq!(r[8][0]["trace_state"], "vendor=1");
     let rows = api
-        .sql(&viewer_json, "SELECT log_attributes, severity_number, trace_id FROM logs_v3")
+        .sql(
+            &viewer_json,
+            "SELECT log_attributes, severity_number, trace_id FROM logs_v3",
+        )
         .await;
     assert_eq!(rows[0][0]["int.attribute"], "10");
     assert_eq!(rows[0][0]["boolean.attribute"], "true");
     assert_eq!(rows[0][0]["array.attribute"], r#"["many","values"]"#);
-    assert_eq!(rows[0][0]["map.attribute"], r#"{"some.map.key":"some value"}"#);
+    assert_eq!(
+        rows[0][0]["map.attribute"],
+        r#"{"some.map.key":"some value"}"#
+    );
     assert_eq!(rows[0][1], 10);
     let rows = api
         .sql(
@@ -344,7 +399,12 @@ async fn spec_shaped_json_is_stored_exactly_like_its_protobuf_twin() {
         .await;
     let kinds: Vec<(String, String)> = rows
         .iter()
-        .map(|r| (r[0].as_str().unwrap_or("").into(), r[1].as_str().unwrap_or("").into()))
+        .map(|r| {
+            (
+                r[0].as_str().unwrap_or("").into(),
+                r[1].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,

@@ -11,7 +11,16 @@ fn export(protocol: &str, endpoint: &str, key: &str, run: &str) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/export_all.py");
     let out = std::process::Command::new(python())
         .arg(&script)
-        .args(["--protocol", protocol, "--endpoint", endpoint, "--key", key, "--run", run])
+        .args([
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--key",
+            key,
+            "--run",
+            run,
+        ])
         .output()
         .expect("run python exporter");
     assert!(
@@ -33,7 +42,11 @@ async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
     let api = Api::new(&srv.api);
     let admin = api.admin().await;
     let (key, key_body) = api
-        .key(&admin, &["traces:write", "logs:write", "metrics:write"], None)
+        .key(
+            &admin,
+            &["traces:write", "logs:write", "metrics:write"],
+            None,
+        )
         .await;
     let (org, ws, tenant) = (
         s(&key_body["organization_id"]).to_string(),
@@ -85,7 +98,10 @@ async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
         assert_eq!(root[8][0]["attributes"]["key"], "user:42");
         assert_eq!(s(&root[10]), "e2e.tracer");
         assert_eq!(s(&root[11]), "1.2.3");
-        assert_eq!((s(&root[12]), s(&root[13]), s(&root[14])), (org.as_str(), ws.as_str(), tenant.as_str()));
+        assert_eq!(
+            (s(&root[12]), s(&root[13]), s(&root[14])),
+            (org.as_str(), ws.as_str(), tenant.as_str())
+        );
         assert!(root[15].as_u64().expect("duration") > 0);
         assert_eq!(s(&root[16]), "test");
         assert_eq!(s(&child[0]), "child");
@@ -136,7 +152,10 @@ async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
                 .clone()
         };
         let requests = find("e2e.requests");
-        assert_eq!((s(&requests[1]), s(&requests[2]), &requests[3]), ("counter", temporality, &Value::from(1)));
+        assert_eq!(
+            (s(&requests[1]), s(&requests[2]), &requests[3]),
+            ("counter", temporality, &Value::from(1))
+        );
         assert_eq!(requests[4], 7.0);
         let depth = find("e2e.queue_depth");
         assert_eq!((s(&depth[1]), &depth[3]), ("counter", &Value::from(0)));
@@ -144,7 +163,10 @@ async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
         let temp = find("e2e.temperature");
         assert_eq!((s(&temp[1]), &temp[4]), ("gauge", &Value::from(21.5)));
         let lat = find("e2e.latency");
-        assert_eq!((s(&lat[1]), s(&lat[2]), s(&lat[5])), ("histogram", temporality, "ms"));
+        assert_eq!(
+            (s(&lat[1]), s(&lat[2]), s(&lat[5])),
+            ("histogram", temporality, "ms")
+        );
         assert_eq!(lat[4], 326.0);
         assert_eq!(s(&find("e2e.exp_latency")[1]), "exponential_histogram");
         assert!(points.iter().all(|r| s(&r[6]) == tenant));
@@ -164,16 +186,40 @@ async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
         assert_eq!(s(&exp[0]), "e2e.exp_latency");
         assert_eq!(exp[4], 3);
         assert_eq!(exp[3], 10.5);
-        let total: u64 = exp[9].as_array().expect("buckets").iter().filter_map(Value::as_u64).sum();
-        assert_eq!(total + exp[8].as_u64().unwrap_or(0), 3, "exponential buckets hold every value");
+        let total: u64 = exp[9]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(
+            total + exp[8].as_u64().unwrap_or(0),
+            3,
+            "exponential buckets hold every value"
+        );
         let explicit = &hist[1];
         assert_eq!(s(&explicit[0]), "e2e.latency");
         assert_eq!(explicit[4], 4);
-        assert_eq!((explicit[5].as_f64(), explicit[6].as_f64()), (Some(1.0), Some(300.0)));
-        let counts: Vec<u64> = explicit[2].as_array().expect("counts").iter().filter_map(Value::as_u64).collect();
+        assert_eq!(
+            (explicit[5].as_f64(), explicit[6].as_f64()),
+            (Some(1.0), Some(300.0))
+        );
+        let counts: Vec<u64> = explicit[2]
+            .as_array()
+            .expect("counts")
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect();
         assert_eq!(counts.iter().sum::<u64>(), 4);
-        assert_eq!(counts.len(), explicit[1].as_array().expect("bounds").len() + 1);
-        assert_eq!(s(&explicit[10][0]), trace_id, "histogram exemplars point at the span");
+        assert_eq!(
+            counts.len(),
+            explicit[1].as_array().expect("bounds").len() + 1
+        );
+        assert_eq!(
+            s(&explicit[10][0]),
+            trace_id,
+            "histogram exemplars point at the span"
+        );
 
         // Exemplars recorded inside the child span carry its ids.
         let exemplars = api

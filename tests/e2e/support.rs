@@ -87,12 +87,19 @@ impl Api {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
         let (status, body) = self
-            .post("/api/v1/auth/login", None, json!({"email": email, "password": password}))
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
             .await;
         assert_eq!(status, 200, "login: {body}");
         body["access_token"].as_str().expect("token").to_string()
@@ -103,7 +110,12 @@ impl Api {
     }
 
     /// Creates an ingest key; returns `(token, body)`.
-    pub async fn key(&self, admin: &str, permissions: &[&str], tenant: Option<&str>) -> (String, Value) {
+    pub async fn key(
+        &self,
+        admin: &str,
+        permissions: &[&str],
+        tenant: Option<&str>,
+    ) -> (String, Value) {
         let mut body = json!({"name": "test key", "permissions": permissions});
         if let Some(t) = tenant {
             body["tenant_id"] = json!(t);
@@ -116,7 +128,11 @@ impl Api {
     /// Creates tenant `code` with a viewer user; returns `(tenant_id, viewer_token)`.
     pub async fn tenant_with_viewer(&self, admin: &str, code: &str) -> (String, String) {
         let (status, t) = self
-            .post("/api/v1/tenants", Some(admin), json!({"name": code, "code": code}))
+            .post(
+                "/api/v1/tenants",
+                Some(admin),
+                json!({"name": code, "code": code}),
+            )
             .await;
         assert_eq!(status, 201, "create tenant: {t}");
         let tenant_id = t["tenant_id"].as_str().expect("tenant id").to_string();
@@ -231,7 +247,10 @@ pub fn python() -> PathBuf {
                     .status()
                     .map(|s| s.success())
                     .unwrap_or(false);
-                assert!(ok, "python3 -m venv failed: install Python 3 with venv, or set TELEMETRYFLOW_TEST_PYTHON");
+                assert!(
+                    ok,
+                    "python3 -m venv failed: install Python 3 with venv, or set TELEMETRYFLOW_TEST_PYTHON"
+                );
                 let ok = std::process::Command::new(&py)
                     .args(["-m", "pip", "install", "-q", "-r"])
                     .arg(&reqs)

@@ -19,7 +19,15 @@ async fn each_tenant_sees_only_its_own_rows() {
     for (key, marker, n) in [(&key_a, "from-a", 3), (&key_b, "from-b", 5)] {
         let body = build::logs("shared-service", marker, n, t0).encode_to_vec();
         let url = format!("{}/v1/logs", srv.otlp_http);
-        let r = post_otlp(&srv.client, &url, Some(key), "application/x-protobuf", None, body).await;
+        let r = post_otlp(
+            &srv.client,
+            &url,
+            Some(key),
+            "application/x-protobuf",
+            None,
+            body,
+        )
+        .await;
         assert_eq!(r.status(), 200);
     }
 
@@ -32,7 +40,10 @@ async fn each_tenant_sees_only_its_own_rows() {
         assert!(rows.iter().all(|r| r[1] == json!(own)), "{rows:?}");
         // Naming the other tenant in the query text changes nothing.
         let n = api
-            .count(viewer, &format!("SELECT COUNT(*) FROM logs_v3 WHERE tenant_id = '{other}'"))
+            .count(
+                viewer,
+                &format!("SELECT COUNT(*) FROM logs_v3 WHERE tenant_id = '{other}'"),
+            )
             .await;
         assert_eq!(n, 0);
         let n = api
@@ -42,7 +53,9 @@ async fn each_tenant_sees_only_its_own_rows() {
             )
             .await;
         assert_eq!(n, own_n as i64);
-        let n = api.count(viewer, "SELECT COUNT(*) FROM logs_v3_by_trace").await;
+        let n = api
+            .count(viewer, "SELECT COUNT(*) FROM logs_v3_by_trace")
+            .await;
         assert_eq!(n, own_n as i64);
     }
     // The admin's own (default) tenant holds none of these rows.
@@ -69,19 +82,40 @@ async fn the_sql_endpoint_runs_one_select_and_nothing_else() {
             .post("/api/v1/query/sql", Some(&admin), json!({"sql": bad}))
             .await;
         assert_eq!(status, 400, "{bad}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let (status, _) = api
         .post("/api/v1/query/sql", None, json!({"sql": "SELECT 1"}))
         .await;
     assert_eq!(status, 401);
     let (status, _) = api
-        .post("/api/v1/query/sql", Some("not-a-jwt"), json!({"sql": "SELECT 1"}))
+        .post(
+            "/api/v1/query/sql",
+            Some("not-a-jwt"),
+            json!({"sql": "SELECT 1"}),
+        )
         .await;
     assert_eq!(status, 401);
     // Every table and view exists and is empty for a new tenant.
-    for table in ["traces_v3", "spans_v3", "logs_v3", "logs_v3_by_trace", "metrics_v3", "metric_histograms", "exemplars_v3"] {
-        assert_eq!(api.count(&admin, &format!("SELECT COUNT(*) FROM {table}")).await, 0, "{table}");
+    for table in [
+        "traces_v3",
+        "spans_v3",
+        "logs_v3",
+        "logs_v3_by_trace",
+        "metrics_v3",
+        "metric_histograms",
+        "exemplars_v3",
+    ] {
+        assert_eq!(
+            api.count(&admin, &format!("SELECT COUNT(*) FROM {table}"))
+                .await,
+            0,
+            "{table}"
+        );
     }
     srv.shutdown().await;
 }

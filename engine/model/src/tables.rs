@@ -182,7 +182,8 @@ fn logs_schema() -> Schema {
     Schema::new(f)
 }
 
-fn metrics_schema() -> Schema {
+/// The columns every metric data point has, up to and including its attributes.
+fn point_fields() -> Vec<Field> {
     let mut f = vec![
         Field::new("timestamp", ts(), false),
         Field::new("start_timestamp", ts(), true),
@@ -196,6 +197,13 @@ fn metrics_schema() -> Schema {
         s("scope_name"),
         s("scope_version"),
         m("attributes"),
+    ]);
+    f
+}
+
+fn metrics_schema() -> Schema {
+    let mut f = point_fields();
+    f.extend([
         Field::new("value", DataType::Float64, false),
         s("unit"),
         s("metric_type"),
@@ -212,19 +220,8 @@ fn metrics_schema() -> Schema {
 }
 
 fn histograms_schema() -> Schema {
-    let mut f = vec![
-        Field::new("timestamp", ts(), false),
-        Field::new("start_timestamp", ts(), true),
-        s("metric_name"),
-        s("description"),
-        s("service_name"),
-    ];
-    f.extend(tenant_fields());
+    let mut f = point_fields();
     f.extend([
-        m("resource_attributes"),
-        s("scope_name"),
-        s("scope_version"),
-        m("attributes"),
         s("unit"),
         s("metric_type"),
         s("temporality"),
@@ -298,7 +295,11 @@ mod tests {
         for t in Table::ALL {
             let schema = schema_of(t);
             for col in ["timestamp", "organization_id", "workspace_id", "tenant_id"] {
-                assert!(schema.field_with_name(col).is_ok(), "{} lacks {col}", t.name());
+                assert!(
+                    schema.field_with_name(col).is_ok(),
+                    "{} lacks {col}",
+                    t.name()
+                );
             }
             assert_eq!(Table::from_name(t.name()), Some(t));
             assert_eq!(Table::from_tag(t.tag()), Some(t));

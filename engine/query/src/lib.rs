@@ -250,7 +250,9 @@ mod tests {
             Box::new(datafusion::common::Diagnostic::new_error("x", None)),
             Box::new(DataFusionError::Context("planning".into(), Box::new(plan))),
         );
-        assert!(matches!(QueryError::from(wrapped), QueryError::Invalid(m) if m.contains("not found")));
+        assert!(
+            matches!(QueryError::from(wrapped), QueryError::Invalid(m) if m.contains("not found"))
+        );
         let shared = DataFusionError::Shared(Arc::new(DataFusionError::Plan("p".into())));
         assert!(matches!(QueryError::from(shared), QueryError::Invalid(_)));
         assert!(matches!(

@@ -119,7 +119,10 @@ impl ApiKeyVerifier {
     pub async fn flush_usage(&self) {
         let batch: Vec<(String, u64, DateTime<Utc>, String)> = {
             let mut usage = self.usage.lock();
-            usage.drain().map(|(k, (n, at, ip))| (k, n, at, ip)).collect()
+            usage
+                .drain()
+                .map(|(k, (n, at, ip))| (k, n, at, ip))
+                .collect()
         };
         if batch.is_empty() {
             return;

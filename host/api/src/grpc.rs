@@ -78,7 +78,11 @@ impl Otlp {
                         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
                         .map(|(_, t)| t.trim())
                 })
-                .ok_or_else(|| ApiError::unauthenticated("missing API key (authorization: Bearer tfk-… or x-api-key)"))?
+                .ok_or_else(|| {
+                    ApiError::unauthenticated(
+                        "missing API key (authorization: Bearer tfk-… or x-api-key)",
+                    )
+                })?
                 .to_string();
             let ip = request
                 .remote_addr()

@@ -36,9 +36,7 @@ pub(crate) fn authorize(principal: &Principal, signal: Signal) -> Result<(), Api
 }
 
 /// Takes a permit for one ingest request, or answers 503 + Retry-After.
-pub(crate) fn admit(
-    state: &AppState,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(crate) fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     std::sync::Arc::clone(&state.in_flight)
         .try_acquire_owned()
         .map_err(|_| {

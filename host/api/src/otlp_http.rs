@@ -100,7 +100,10 @@ fn error_response(e: &ApiError, format: Format) -> Response {
     let body = encode_response(&status, format);
     let mut resp = (
         e.status(),
-        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
         body,
     )
         .into_response();
@@ -123,7 +126,12 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError>
     }
 }
 
-fn decode<M>(body: bytes::Bytes, format: Format, headers: &HeaderMap, limit: usize) -> Result<M, ApiError>
+fn decode<M>(
+    body: bytes::Bytes,
+    format: Format,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<M, ApiError>
 where
     M: prost::Message + Default + serde::de::DeserializeOwned,
 {
@@ -142,7 +150,9 @@ async fn handle_inner(
     format: Result<Format, otlp::OtlpError>,
 ) -> Result<Response, ApiError> {
     let token = presented_api_key(req.headers())
-        .ok_or_else(|| ApiError::unauthenticated("missing API key (Authorization: Bearer tfk-… or x-api-key)"))?
+        .ok_or_else(|| {
+            ApiError::unauthenticated("missing API key (Authorization: Bearer tfk-… or x-api-key)")
+        })?
         .to_string();
     let principal = state.keys.verify(&token, &client_ip(&req)).await?;
     authorize(&principal, signal)?;
@@ -158,11 +168,15 @@ async fn handle_inner(
     let limit = state.limits.max_body_bytes;
     let body = read_body(req, limit).await?;
     let export = match signal {
-        Signal::Traces => Export::Traces(decode::<ExportTraceServiceRequest>(body, format, &headers, limit)?),
-        Signal::Logs => Export::Logs(decode::<ExportLogsServiceRequest>(body, format, &headers, limit)?),
-        Signal::Metrics => {
-            Export::Metrics(decode::<ExportMetricsServiceRequest>(body, format, &headers, limit)?)
-        }
+        Signal::Traces => Export::Traces(decode::<ExportTraceServiceRequest>(
+            body, format, &headers, limit,
+        )?),
+        Signal::Logs => Export::Logs(decode::<ExportLogsServiceRequest>(
+            body, format, &headers, limit,
+        )?),
+        Signal::Metrics => Export::Metrics(decode::<ExportMetricsServiceRequest>(
+            body, format, &headers, limit,
+        )?),
     };
     let outcome = ingest(state, &principal, export, "http").await?;
     let body = match signal {
@@ -196,7 +210,10 @@ async fn handle_inner(
     };
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
         body,
     )
         .into_response())

@@ -76,7 +76,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     metrics::gauge!("telemetryflow_store_wal_bytes").set(stats.wal_bytes as f64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         (state.render_metrics)(),
     )
         .into_response()
@@ -360,6 +363,7 @@ async fn query_sql(
     if let Some(n) = body.max_rows {
         limits.max_rows = n.clamp(1, limits.max_rows);
     }
-    let out = query::run_scoped_sql(state.telemetry.as_ref(), p.scope(), &body.sql, &limits).await?;
+    let out =
+        query::run_scoped_sql(state.telemetry.as_ref(), p.scope(), &body.sql, &limits).await?;
     Ok(Json(sql_json::to_json(&out)?))
 }

@@ -6,8 +6,12 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// Permissions an ingest key may carry.
-pub const INGEST_PERMISSIONS: [&str; 4] =
-    ["traces:write", "metrics:write", "logs:write", "monitors:report"];
+pub const INGEST_PERMISSIONS: [&str; 4] = [
+    "traces:write",
+    "metrics:write",
+    "logs:write",
+    "monitors:report",
+];
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyMaterial {
@@ -65,9 +69,19 @@ mod tests {
     fn generated_keys_parse_and_malformed_ones_do_not() {
         let k = generate_api_key();
         assert!(k.token.starts_with("tfk-"));
-        assert_eq!(parse_api_key(&k.token), Some((k.key_id.as_str(), k.secret.as_str())));
+        assert_eq!(
+            parse_api_key(&k.token),
+            Some((k.key_id.as_str(), k.secret.as_str()))
+        );
         assert_ne!(generate_api_key().token, k.token);
-        for bad in ["", "tfk-", "tfk-zz.abc", "abc.def", &k.key_id, &format!("{}.short", k.key_id)] {
+        for bad in [
+            "",
+            "tfk-",
+            "tfk-zz.abc",
+            "abc.def",
+            &k.key_id,
+            &format!("{}.short", k.key_id),
+        ] {
             assert!(parse_api_key(bad).is_none(), "{bad}");
         }
     }

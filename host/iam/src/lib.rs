@@ -5,7 +5,9 @@ mod api_key;
 mod password;
 mod token;
 
-pub use api_key::{ApiKeyMaterial, INGEST_PERMISSIONS, fast_digest, generate_api_key, parse_api_key};
+pub use api_key::{
+    ApiKeyMaterial, INGEST_PERMISSIONS, fast_digest, generate_api_key, parse_api_key,
+};
 pub use password::{PasswordError, hash_password, validate_password, verify_password};
 pub use token::{AccessClaims, TokenError, TokenKeys};
 

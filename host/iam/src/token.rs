@@ -151,6 +151,9 @@ mod tests {
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
             br#"{"alg":"none","typ":"JWT"}"#,
         );
-        assert!(keys.verify(&format!("{none_header}.{}.", parts[1])).is_err());
+        assert!(
+            keys.verify(&format!("{none_header}.{}.", parts[1]))
+                .is_err()
+        );
     }
 }

@@ -21,7 +21,12 @@ impl Format {
     /// [`OtlpError::UnsupportedContentType`] for anything but protobuf or JSON.
     pub fn from_content_type(value: Option<&str>) -> Result<Format, OtlpError> {
         let raw = value.unwrap_or("");
-        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
             "application/json" => Ok(Format::Json),

@@ -25,7 +25,10 @@ pub enum OtlpError {
     #[error("unsupported content encoding {0:?}: use gzip, zstd or identity")]
     UnsupportedEncoding(String),
     #[error("cannot decompress {encoding} body: {reason}")]
-    Decompress { encoding: &'static str, reason: String },
+    Decompress {
+        encoding: &'static str,
+        reason: String,
+    },
     #[error("cannot decode protobuf body: {0}")]
     Protobuf(#[from] prost::DecodeError),
     #[error("cannot decode JSON body: {0}")]

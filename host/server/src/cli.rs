@@ -1,10 +1,14 @@
 //! The command line: `serve` and `migrate`.
 
-use clap::{Parser, Subcommand};
 use crate::{Config, ServeArgs, Server};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "telemetryflow", version, about = "Observability back end: OTLP ingest, storage, query and WASM-extended alerting")]
+#[command(
+    name = "telemetryflow",
+    version,
+    about = "Observability back end: OTLP ingest, storage, query and WASM-extended alerting"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +33,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -78,7 +85,10 @@ pub async fn main() -> anyhow::Result<()> {
             let config = Config::resolve(&args)?;
             std::fs::create_dir_all(&config.data_dir)?;
             storage_sqlite::SqliteMetaStore::open(&config.data_dir.join("metadata.db")).await?;
-            println!("metadata migrations applied in {}", config.data_dir.display());
+            println!(
+                "metadata migrations applied in {}",
+                config.data_dir.display()
+            );
             Ok(())
         }
     }

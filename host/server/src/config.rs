@@ -77,7 +77,8 @@ pub struct Config {
 }
 
 fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 impl Default for Config {
@@ -119,7 +120,11 @@ impl Config {
             retention.insert(table, *days);
         }
         Ok(Config {
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(d.http_addr),
             otlp_http_addr: args
                 .otlp_http_addr

@@ -28,7 +28,10 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".into()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0,
+                    ],
                 )
                 .ok()?
                 .build_recorder();
@@ -63,7 +66,10 @@ fn random_secret(bytes: usize) -> String {
 /// The JWT signing secret: `TELEMETRYFLOW_JWT_SECRET`, else a key file created at first start.
 fn jwt_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Ok(s) = std::env::var("TELEMETRYFLOW_JWT_SECRET") {
-        anyhow::ensure!(s.len() >= 32, "TELEMETRYFLOW_JWT_SECRET must be at least 32 bytes");
+        anyhow::ensure!(
+            s.len() >= 32,
+            "TELEMETRYFLOW_JWT_SECRET must be at least 32 bytes"
+        );
         return Ok(s.into_bytes());
     }
     let dir = data_dir.join("secrets");
@@ -253,7 +259,10 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         for t in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(30), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a listener did not stop within 30 s");
             }
         }

@@ -349,7 +349,7 @@ fn writer_loop(
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 
-fn commit(shared: &Shared, segment: &mut Segment, writes: Vec<(Vec<u8>, Vec<(Table, RecordBatch)>, Ack)>) {
+fn commit(shared: &Shared, segment: &mut Segment, writes: Vec<(Vec<u8>, wal::Entry, Ack)>) {
     let before = segment.bytes;
     let mut result = Ok(());
     for (entry, _, _) in &writes {
@@ -484,7 +484,11 @@ fn flush_frozen(shared: &Shared, frozen: &Arc<Frozen>) -> std::io::Result<()> {
             Some(b.saturating_sub(freed))
         });
     shared.flushed.send_replace(frozen.upto_segment);
-    tracing::debug!(segment = frozen.upto_segment, bytes = frozen.bytes, "memtable flushed");
+    tracing::debug!(
+        segment = frozen.upto_segment,
+        bytes = frozen.bytes,
+        "memtable flushed"
+    );
     Ok(())
 }
 
@@ -522,7 +526,10 @@ fn retention(shared: &Shared, now: SystemTime) -> std::io::Result<usize> {
 
 impl TelemetryTables for EmbeddedStore {
     fn table_provider(&self, table: Table) -> Arc<dyn TableProvider> {
-        Arc::new(provider::EmbeddedTable::new(Arc::clone(&self.shared), table))
+        Arc::new(provider::EmbeddedTable::new(
+            Arc::clone(&self.shared),
+            table,
+        ))
     }
 }
 
@@ -599,7 +606,8 @@ impl TelemetryStore for EmbeddedStore {
                 e.1 += f.bytes;
             }
         }
-        let mems = std::iter::once(&state.active.tables).chain(state.frozen.iter().map(|f| &f.tables));
+        let mems =
+            std::iter::once(&state.active.tables).chain(state.frozen.iter().map(|f| &f.tables));
         for tables in mems {
             for (t, batches) in tables {
                 if let Some(e) = per.get_mut(t) {

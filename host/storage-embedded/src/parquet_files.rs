@@ -56,7 +56,11 @@ pub(crate) fn write_table(
         return Ok(Vec::new());
     }
     let ts = timestamps(&all).ok_or_else(|| std::io::Error::other("no timestamp column"))?;
-    let days: Vec<i64> = ts.values().iter().map(|t| t.div_euclid(DAY_NANOS)).collect();
+    let days: Vec<i64> = ts
+        .values()
+        .iter()
+        .map(|t| t.div_euclid(DAY_NANOS))
+        .collect();
     let mut distinct = days.clone();
     distinct.sort_unstable();
     distinct.dedup();
@@ -81,12 +85,14 @@ pub(crate) fn write_table(
         let tmp = abs_dir.join(format!("{name}.tmp"));
         let file = std::fs::File::create(&tmp)?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(std::io::Error::other)?))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).map_err(std::io::Error::other)?,
+            ))
             .set_max_row_group_row_count(Some(65_536))
             .set_statistics_enabled(EnabledStatistics::Page)
             .build();
-        let mut writer =
-            ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(std::io::Error::other)?;
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+            .map_err(std::io::Error::other)?;
         writer.write(&part).map_err(std::io::Error::other)?;
         let file = writer.into_inner().map_err(std::io::Error::other)?;
         file.sync_all()?;

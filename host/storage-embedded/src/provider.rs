@@ -179,8 +179,8 @@ impl TableProvider for EmbeddedTable {
                 .filter(|f| f.table() == Some(self.table) && bounds.overlaps(f.min_ts, f.max_ts))
                 .map(|f| self.shared.dir.join(&f.path).to_string_lossy().into_owned())
                 .collect();
-            let mems = std::iter::once(&st.active.tables)
-                .chain(st.frozen.iter().map(|f| &f.tables));
+            let mems =
+                std::iter::once(&st.active.tables).chain(st.frozen.iter().map(|f| &f.tables));
             let memory = mems
                 .filter_map(|t| t.get(&self.table))
                 .flat_map(|b| b.iter().cloned())

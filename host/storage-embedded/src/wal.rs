@@ -43,7 +43,9 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// Serializes one request's batches into a WAL entry.
-pub(crate) fn encode_entry(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>, arrow::error::ArrowError> {
+pub(crate) fn encode_entry(
+    batches: &[(Table, RecordBatch)],
+) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut payload = Vec::with_capacity(64 * 1024);
     payload.push(u8::try_from(batches.len()).unwrap_or(u8::MAX));
     for (table, batch) in batches.iter().take(usize::from(u8::MAX)) {
@@ -60,7 +62,11 @@ pub(crate) fn encode_entry(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>, 
     }
     let mut entry = Vec::with_capacity(HEADER + payload.len());
     entry.extend_from_slice(&MAGIC.to_le_bytes());
-    entry.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
+    entry.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     entry.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     entry.extend_from_slice(&payload);
     Ok(entry)
@@ -92,7 +98,10 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<(Table, RecordBatch)>> {
 /// Reads every intact entry of a segment, truncating it after the last one.
 ///
 /// Returns the entries and how many bytes were cut off.
-pub(crate) fn replay_segment(path: &Path) -> io::Result<(Vec<Vec<(Table, RecordBatch)>>, u64)> {
+/// The batches of one WAL entry (one request).
+pub(crate) type Entry = Vec<(Table, RecordBatch)>;
+
+pub(crate) fn replay_segment(path: &Path) -> io::Result<(Vec<Entry>, u64)> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let total = file.metadata()?.len();
     let mut reader = BufReader::new(&mut file);
@@ -138,10 +147,7 @@ pub(crate) struct Segment {
 impl Segment {
     pub fn create(dir: &Path, number: u64) -> io::Result<Segment> {
         let path = segment_path(dir, number);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
         let bytes = file.seek(SeekFrom::End(0))?;
         sync_dir(dir)?;
         Ok(Segment {

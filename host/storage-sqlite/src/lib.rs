@@ -25,7 +25,9 @@ fn backend(e: impl std::fmt::Display) -> MetaError {
 
 fn conflict_or_backend(e: sqlx::Error, what: &str) -> MetaError {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => MetaError::Conflict(what.to_string()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            MetaError::Conflict(what.to_string())
+        }
         _ => backend(e),
     }
 }
@@ -195,7 +197,11 @@ const KEY_SELECT: &str = "SELECT k.*, w.organization_id FROM api_keys k \
 
 #[async_trait]
 impl MetaStore for SqliteMetaStore {
-    async fn bootstrap(&self, admin_email: &str, admin_password_hash: &str) -> Result<bool, MetaError> {
+    async fn bootstrap(
+        &self,
+        admin_email: &str,
+        admin_password_hash: &str,
+    ) -> Result<bool, MetaError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
             .fetch_one(&mut *tx)
@@ -400,10 +406,26 @@ mod tests {
     #[tokio::test]
     async fn bootstrap_once_then_users_tenants_and_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("open");
-        assert!(store.bootstrap("admin@example.com", "hash").await.expect("bootstrap"));
-        assert!(!store.bootstrap("other@example.com", "hash").await.expect("bootstrap"));
-        let admin = store.user_by_email("ADMIN@example.com").await.expect("q").expect("admin");
+        let store = SqliteMetaStore::open(&dir.path().join("meta.db"))
+            .await
+            .expect("open");
+        assert!(
+            store
+                .bootstrap("admin@example.com", "hash")
+                .await
+                .expect("bootstrap")
+        );
+        assert!(
+            !store
+                .bootstrap("other@example.com", "hash")
+                .await
+                .expect("bootstrap")
+        );
+        let admin = store
+            .user_by_email("ADMIN@example.com")
+            .await
+            .expect("q")
+            .expect("admin");
         assert_eq!(admin.roles, vec![RoleType::Admin]);
 
         let t2 = store

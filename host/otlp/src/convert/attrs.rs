@@ -98,7 +98,9 @@ fn any_value_to_json(v: &AnyValue) -> serde_json::Value {
         Some(Value::BoolValue(b)) => J::Bool(*b),
         Some(Value::IntValue(i)) => J::from(*i),
         Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
-        Some(Value::BytesValue(b)) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        Some(Value::BytesValue(b)) => {
+            J::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
         Some(Value::ArrayValue(a)) => J::Array(a.values.iter().map(any_value_to_json).collect()),
         Some(Value::KvlistValue(kv)) => J::Object(
             kv.values
@@ -120,10 +122,12 @@ pub(crate) fn service_name(attrs: &[KeyValue]) -> &str {
     attrs
         .iter()
         .find(|kv| kv.key == "service.name")
-        .and_then(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(Value::StringValue(s)) => Some(s.as_str()),
-            _ => None,
-        })
+        .and_then(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => Some(s.as_str()),
+                _ => None,
+            },
+        )
         .unwrap_or("unknown_service")
 }
 
@@ -170,7 +174,10 @@ mod tests {
         let t = append_attrs(&mut map, &attrs, &limits, &mut String::new());
         assert_eq!((t.dropped, t.truncated), (1, 1));
         let arr = map.finish();
-        let values = arr.values().as_any().downcast_ref::<arrow::array::StringArray>();
+        let values = arr
+            .values()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>();
         assert_eq!(values.map(|v| v.value(0)), Some("hé"));
     }
 }

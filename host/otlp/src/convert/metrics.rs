@@ -219,7 +219,9 @@ impl Converter<'_> {
             self.ex.rows += 1;
             self.ex.ts.append_value(nanos(e.time_unix_nano));
             self.ex.name.append_value(p.name);
-            self.ex.trace.append_value(hex_id(&e.trace_id, &mut self.hex));
+            self.ex
+                .trace
+                .append_value(hex_id(&e.trace_id, &mut self.hex));
             self.ex.span.append_value(hex_id(&e.span_id, &mut self.hex));
             self.ex.value.append_value(exemplar_value(e));
             append_attrs(
@@ -234,7 +236,8 @@ impl Converter<'_> {
 
     fn point(&mut self, p: &Point<'_>, value: f64, monotonic: bool, exemplars: &[Exemplar]) {
         let b = &mut self.points;
-        b.common.push(p, self.limits, &mut self.scratch, &mut self.out);
+        b.common
+            .push(p, self.limits, &mut self.scratch, &mut self.out);
         b.value.append_value(value);
         b.unit.append_value(p.unit);
         b.metric_type.append_value(p.metric_type);
@@ -269,7 +272,8 @@ impl Converter<'_> {
     fn distribution(&mut self, p: &Point<'_>, d: &Distribution<'_>, exemplars: &[Exemplar]) {
         self.point(p, d.sum.unwrap_or(0.0), false, exemplars);
         let h = &mut self.hist;
-        h.common.push(p, self.limits, &mut self.scratch, &mut self.out);
+        h.common
+            .push(p, self.limits, &mut self.scratch, &mut self.out);
         h.unit.append_value(p.unit);
         h.metric_type.append_value(p.metric_type);
         h.temporality.append_value(p.temporality);
@@ -421,7 +425,8 @@ pub fn metrics_to_batches<'a>(
                     flags,
                 };
                 let Some(data) = &metric.data else {
-                    c.out.reject(1, || format!("metric {:?} has no data", metric.name));
+                    c.out
+                        .reject(1, || format!("metric {:?} has no data", metric.name));
                     continue;
                 };
                 if metric.name.is_empty() {
@@ -454,7 +459,10 @@ pub fn metrics_to_batches<'a>(
                                 Some(number_data_point::Value::AsInt(i)) => i as f64,
                                 None => {
                                     c.out.reject(1, || {
-                                        format!("metric {:?}: data point without a value", metric.name)
+                                        format!(
+                                            "metric {:?}: data point without a value",
+                                            metric.name
+                                        )
                                     });
                                     continue;
                                 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, ListArray, RecordBatch, StringBuilder, StructArray,
-    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, ListArray, RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow::buffer::OffsetBuffer;
 use model::{Scope, Table, event_type, link_type, schema_of};
