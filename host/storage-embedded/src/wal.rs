@@ -46,7 +46,8 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 pub(crate) fn encode_entry(
     batches: &[(Table, RecordBatch)],
 ) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut payload = Vec::with_capacity(64 * 1024);
+    let estimate: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+    let mut payload = Vec::with_capacity(estimate + 4096);
     payload.push(u8::try_from(batches.len()).unwrap_or(u8::MAX));
     for (table, batch) in batches.iter().take(usize::from(u8::MAX)) {
         payload.push(table.tag());
