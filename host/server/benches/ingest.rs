@@ -58,7 +58,7 @@ fn attrs(seed: usize, i: usize) -> Vec<KeyValue> {
         kv("region", "eu-west-1".into()),
         kv(
             "feature.flag",
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 "on".into()
             } else {
                 "off".into()
@@ -349,7 +349,8 @@ async fn main() {
         "{:<8} {:>12} {:>14} {:>20} {:>22} {:>8}",
         "signal", "items", "items/s", "server CPU-µs/item", "decode-only CPU-µs/item", "ratio"
     );
-    let gens: [(&'static str, fn(usize) -> Vec<u8>); 3] =
+    type Generator = fn(usize) -> Vec<u8>;
+    let gens: [(&'static str, Generator); 3] =
         [("traces", spans), ("logs", logs), ("metrics", points)];
     for (signal, generate) in gens {
         let payloads: Vec<Vec<u8>> = (0..PAYLOADS).map(generate).collect();

@@ -1,17 +1,13 @@
 //! Writing a frozen memtable out as Parquet: one file per table and UTC day, rows grouped by
-//! tenant and workspace and sorted by time within a group, so that row-group statistics prune
-//! other tenants and other times.
+//! tenant and workspace so that row-group statistics prune other tenants.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, RecordBatch, StringArray, TimestampNanosecondArray};
-use arrow::compute::{
-    SortColumn, concat_batches, lexsort_to_indices, sort_to_indices, take_record_batch,
-};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use model::{Table, schema_of};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -84,20 +80,40 @@ fn split_scopes(batch: &RecordBatch) -> Result<Vec<RecordBatch>, arrow::error::A
     Ok(out)
 }
 
-/// Rows of one scope, sorted by time.
-fn by_time(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let all = concat_batches(schema, batches)?;
-    let Some(ts) = timestamps(&all) else {
-        return Ok(all);
+/// Splits a batch into one batch per UTC day of its `timestamp`, with each part's time range.
+/// The common case, a batch within one day, costs one pass over the timestamps and no copy.
+fn split_days(
+    batch: &RecordBatch,
+) -> Result<Vec<(i64, RecordBatch, i64, i64)>, arrow::error::ArrowError> {
+    let Some(ts) = timestamps(batch) else {
+        return Ok(Vec::new());
     };
-    if ts.values().is_sorted() {
-        return Ok(all);
+    let values = ts.values();
+    let (lo, hi) = values
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+    let (first, last) = (lo.div_euclid(DAY_NANOS), hi.div_euclid(DAY_NANOS));
+    if first == last {
+        return Ok(vec![(first, batch.clone(), lo, hi)]);
     }
-    let indices = sort_to_indices(ts, None, None)?;
-    take_record_batch(&all, &indices)
+    let mut out = Vec::new();
+    for day in first..=last {
+        let mask: BooleanArray = values
+            .iter()
+            .map(|t| Some(t.div_euclid(DAY_NANOS) == day))
+            .collect();
+        let part = filter_record_batch(batch, &mask)?;
+        if part.num_rows() == 0 {
+            continue;
+        }
+        let (lo, hi) = timestamps(&part).map_or((lo, hi), |t| {
+            t.values()
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)))
+        });
+        out.push((day, part, lo, hi));
+    }
+    Ok(out)
 }
 
 /// Statistics cost a comparison per value, so only the columns queries filter on keep page-level
@@ -134,9 +150,11 @@ fn writer_properties() -> std::io::Result<WriterProperties> {
 
 /// Writes `batches` of `table` under `dir`, returning the files written (not yet in a manifest).
 ///
-/// Rows are grouped by scope (tenant, workspace), each group sorted by time, and every UTC day
-/// gets one file holding the groups one after another, so row-group statistics separate tenants
-/// and time ranges. Sorting whole groups by one integer column is what keeps flushing cheap.
+/// Rows are grouped by scope (tenant, workspace) and every UTC day gets one file holding the
+/// groups one after another, so row-group statistics separate tenants; the manifest records each
+/// file's time range for pruning. Rows are not re-sorted (a flush covers seconds of arrival
+/// time, and copying every row again would double the flush cost); whole requests are moved,
+/// not copied, unless one straddles midnight.
 pub(crate) fn write_table(
     dir: &Path,
     table: Table,
@@ -159,24 +177,20 @@ pub(crate) fn write_table(
             groups.entry(key).or_default().push(part);
         }
     }
-    // day -> slices in scope order
-    let mut days: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+    // day -> (batches in scope order, min, max)
+    let mut days: BTreeMap<i64, (Vec<RecordBatch>, i64, i64)> = BTreeMap::new();
     for group in groups.values() {
-        let sorted = by_time(&schema, group).map_err(std::io::Error::other)?;
-        let ts = timestamps(&sorted).ok_or_else(|| std::io::Error::other("no timestamp column"))?;
-        let values = ts.values();
-        let mut start = 0;
-        while start < values.len() {
-            let day = values[start].div_euclid(DAY_NANOS);
-            let end = start + values[start..].partition_point(|t| t.div_euclid(DAY_NANOS) == day);
-            days.entry(day)
-                .or_default()
-                .push(sorted.slice(start, end - start));
-            start = end;
+        for batch in group {
+            for (day, part, lo, hi) in split_days(batch).map_err(std::io::Error::other)? {
+                let e = days.entry(day).or_insert((Vec::new(), i64::MAX, i64::MIN));
+                e.0.push(part);
+                e.1 = e.1.min(lo);
+                e.2 = e.2.max(hi);
+            }
         }
     }
     let mut out = Vec::with_capacity(days.len());
-    for (i, (day, slices)) in days.iter().enumerate() {
+    for (i, (day, (slices, min_ts, max_ts))) in days.iter().enumerate() {
         let rel_dir = format!("{}/date={}", table.name(), day_label(*day));
         let abs_dir = dir.join(&rel_dir);
         std::fs::create_dir_all(&abs_dir)?;
@@ -186,15 +200,9 @@ pub(crate) fn write_table(
         let props = writer_properties()?;
         let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
             .map_err(std::io::Error::other)?;
-        let (mut min_ts, mut max_ts, mut rows) = (i64::MAX, i64::MIN, 0u64);
+        let mut rows = 0u64;
         for slice in slices {
             writer.write(slice).map_err(std::io::Error::other)?;
-            if let Some(ts) = timestamps(slice) {
-                let v = ts.values();
-                // Each slice is sorted by time.
-                min_ts = min_ts.min(v[0]);
-                max_ts = max_ts.max(v[v.len() - 1]);
-            }
             rows += slice.num_rows() as u64;
         }
         let file = writer.into_inner().map_err(std::io::Error::other)?;
@@ -206,8 +214,8 @@ pub(crate) fn write_table(
         out.push(FileMeta {
             path: format!("{rel_dir}/{name}"),
             table: table.name().to_string(),
-            min_ts,
-            max_ts,
+            min_ts: *min_ts,
+            max_ts: *max_ts,
             rows,
             bytes,
         });
@@ -247,8 +255,12 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert!(parts.iter().all(single_scope));
         assert_eq!(string_at(&parts[0], "tenant_id", 0), "a");
-        let sorted = by_time(&b.schema(), &[batch(&["a", "a"], &[9, 3])]).expect("sort");
-        let ts = timestamps(&sorted).expect("ts");
-        assert_eq!(ts.values().to_vec(), vec![3, 9]);
+        let day = 86_400_000_000_000;
+        let days = split_days(&batch(&["a", "a", "a"], &[day - 1, day + 5, 3])).expect("days");
+        let got: Vec<(i64, usize, i64, i64)> = days
+            .iter()
+            .map(|(d, b, lo, hi)| (*d, b.num_rows(), *lo, *hi))
+            .collect();
+        assert_eq!(got, vec![(0, 2, 3, day - 1), (1, 1, day + 5, day + 5)]);
     }
 }
