@@ -117,8 +117,7 @@ fn split_days(
 }
 
 /// Statistics cost a comparison per value, so only the columns queries filter on keep page-level
-/// statistics (for page pruning); the rest keep row-group-level ones. Identifier columns are
-/// nearly unique, so dictionary encoding would only cost time there.
+/// statistics (for page pruning); the rest keep row-group-level ones.
 fn writer_properties() -> std::io::Result<WriterProperties> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -136,14 +135,38 @@ fn writer_properties() -> std::io::Result<WriterProperties> {
     ] {
         b = b.set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::Page);
     }
-    for col in [
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "exemplar_trace_id",
-        "exemplar_span_id",
+    // Dictionaries pay off only for low-cardinality columns; hashing every value of the others
+    // (ids, bodies, attribute values) costs more than it saves.
+    b = b.set_dictionary_enabled(false);
+    let low_cardinality = [
+        "service_name",
+        "organization_id",
+        "workspace_id",
+        "tenant_id",
+        "span_name",
+        "span_kind",
+        "status_code",
+        "scope_name",
+        "scope_version",
+        "severity_text",
+        "metric_name",
+        "description",
+        "unit",
+        "metric_type",
+        "temporality",
+    ];
+    for col in low_cardinality {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(col), true);
+    }
+    for (map, part) in [
+        ("resource_attributes", "keys"),
+        ("resource_attributes", "values"),
+        ("span_attributes", "keys"),
+        ("log_attributes", "keys"),
+        ("attributes", "keys"),
     ] {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
+        let path = ColumnPath::from(vec![map.to_string(), "entries".into(), part.into()]);
+        b = b.set_column_dictionary_enabled(path, true);
     }
     Ok(b.build())
 }
