@@ -194,3 +194,26 @@ mod tests {
         assert!(Encoding::from_header(Some("br")).is_err());
     }
 }
+
+#[cfg(test)]
+mod json_mapping {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+
+    #[test]
+    fn unknown_json_fields_are_ignored_as_the_spec_requires() {
+        let body = br#"{"resourceLogs":[{"futureField":{"a":[1,2]},"scopeLogs":[{"logRecords":[
+            {"body":{"stringValue":"x","futureKind":{"nested":true}},"someNewField":42,
+             "attributes":[{"key":"k","value":{"intValue":"7","extra":"y"}}]}]}]}]}"#;
+        let req: ExportLogsServiceRequest = decode_body(
+            bytes::Bytes::from_static(body),
+            Format::Json,
+            Encoding::Identity,
+            1 << 20,
+        )
+        .expect("unknown fields are ignored");
+        let rec = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert!(rec.body.is_some());
+        assert_eq!(rec.attributes[0].key, "k");
+    }
+}
