@@ -14,10 +14,12 @@
 //! - **Crash safety**: at start, files the manifest does not name are deleted, segments it covers
 //!   are deleted, the rest of the WAL is replayed. So a crash during a flush neither loses nor
 //!   duplicates rows.
+//! - **Compaction** streams a day's small files into one (see [`compact`]).
 //! - **Retention** drops whole files once all their rows are older than the table's TTL.
 //! - **Backpressure**: a full write queue or too much unflushed memory is
 //!   [`StoreError::Overloaded`], before anything is written.
 
+mod compact;
 mod manifest;
 mod parquet_files;
 mod provider;
@@ -60,6 +62,12 @@ pub struct EmbeddedConfig {
     pub retention_days: BTreeMap<Table, u32>,
     /// How often retention runs.
     pub retention_check: Duration,
+    /// A table/day with this many small files gets them merged into one.
+    pub compact_min_files: usize,
+    /// Files smaller than this count as small.
+    pub compact_small_file_bytes: u64,
+    /// How long replaced files stay on disk for queries already reading them.
+    pub compact_grace: Duration,
 }
 
 impl EmbeddedConfig {
@@ -75,6 +83,9 @@ impl EmbeddedConfig {
                 .map(|t| (t, t.default_retention_days()))
                 .collect(),
             retention_check: Duration::from_secs(300),
+            compact_min_files: 8,
+            compact_small_file_bytes: 64 << 20,
+            compact_grace: Duration::from_secs(60),
         }
     }
 }
@@ -102,6 +113,9 @@ struct Shared {
     wal_dir: PathBuf,
     config: EmbeddedConfig,
     state: RwLock<State>,
+    /// Held across every read-modify-write of the manifest (flush, compaction, retention),
+    /// which run on different threads.
+    manifest_lock: Mutex<()>,
     flushed: watch::Sender<u64>,
     closed: AtomicBool,
     wal_bytes: AtomicU64,
@@ -184,6 +198,7 @@ impl EmbeddedStore {
                 frozen: Vec::new(),
                 manifest,
             }),
+            manifest_lock: Mutex::new(()),
             flushed,
             closed: AtomicBool::new(false),
             wal_bytes: AtomicU64::new(wal_bytes),
@@ -237,6 +252,30 @@ impl EmbeddedStore {
     /// When the manifest cannot be rewritten.
     pub fn apply_retention(&self, now: SystemTime) -> Result<usize, StoreError> {
         Ok(retention(&self.shared, now)?)
+    }
+
+    /// Runs one compaction step now (it also runs after flushes). Returns how many files it
+    /// merged; they are deleted at once.
+    ///
+    /// # Errors
+    /// When reading, writing or the manifest fails; the old files then stay live.
+    pub fn compact_now(&self) -> Result<usize, StoreError> {
+        let replaced = compact::compact_once(&self.shared)?;
+        for p in &replaced {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(replaced.len())
+    }
+
+    /// How many Parquet files of `table` are live (named by the manifest).
+    pub fn live_files(&self, table: Table) -> usize {
+        let state = self.shared.state.read();
+        state
+            .manifest
+            .files
+            .iter()
+            .filter(|f| f.table() == Some(table))
+            .count()
     }
 
     pub fn dir(&self) -> &Path {
@@ -421,6 +460,7 @@ fn rotate(
 
 fn flusher_loop(shared: &Shared, rx: &Receiver<Arc<Frozen>>) {
     let mut last_retention = Instant::now();
+    let mut graveyard: Vec<(Instant, PathBuf)> = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(frozen) => {
@@ -440,8 +480,16 @@ fn flusher_loop(shared: &Shared, rx: &Receiver<Arc<Frozen>>) {
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                compact::bury(&mut graveyard, Duration::ZERO);
+                return;
+            }
         }
+        match compact::compact_once(shared) {
+            Ok(replaced) => graveyard.extend(replaced.into_iter().map(|p| (Instant::now(), p))),
+            Err(e) => tracing::error!(error = %e, "compaction failed; will retry"),
+        }
+        compact::bury(&mut graveyard, shared.config.compact_grace);
         if last_retention.elapsed() >= shared.config.retention_check {
             last_retention = Instant::now();
             if let Err(e) = retention(shared, SystemTime::now()) {
@@ -461,6 +509,7 @@ fn flush_frozen(shared: &Shared, frozen: &Arc<Frozen>) -> std::io::Result<()> {
             frozen.upto_segment,
         )?);
     }
+    let _guard = shared.manifest_lock.lock();
     let mut manifest = shared.state.read().manifest.clone();
     manifest.files.extend(files);
     manifest.flushed_segment = manifest.flushed_segment.max(frozen.upto_segment);
@@ -504,6 +553,7 @@ fn retention(shared: &Shared, now: SystemTime) -> std::io::Result<usize> {
             .unwrap_or(30);
         f.max_ts < now_ns - i64::from(days) * 86_400_000_000_000
     };
+    let _guard = shared.manifest_lock.lock();
     let mut manifest = shared.state.read().manifest.clone();
     let (gone, kept): (Vec<FileMeta>, Vec<FileMeta>) =
         manifest.files.drain(..).partition(|f| expired(f));

@@ -118,7 +118,7 @@ fn split_days(
 
 /// Statistics cost a comparison per value, so only the columns queries filter on keep page-level
 /// statistics (for page pruning); the rest keep row-group-level ones.
-fn writer_properties() -> std::io::Result<WriterProperties> {
+pub(crate) fn writer_properties() -> std::io::Result<WriterProperties> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).map_err(std::io::Error::other)?,
