@@ -178,54 +178,42 @@ async fn invalid_items_are_reported_as_partial_success() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_saturated_write_path_answers_503_with_retry_after() {
-    // No ingest slots at all: every request is turned away before it is read.
-    let srv = TestServer::start_with(|c| c.ingest_max_in_flight = 0).await;
+/// A server tuned by `tune`, its admin token and a logs key.
+async fn logs_server(tune: impl FnOnce(&mut server::Config)) -> (TestServer, Api, String, String) {
+    let srv = TestServer::start_with(tune).await;
     let api = Api::new(&srv.api);
     let admin = api.admin().await;
     let (key, _) = api.key(&admin, &["logs:write"], None).await;
+    (srv, api, admin, key)
+}
+
+async fn post_logs(srv: &TestServer, key: &str, n: usize) -> reqwest::Response {
     let url = format!("{}/v1/logs", srv.otlp_http);
-    let body = build::logs("svc", "x", 1, now_nanos()).encode_to_vec();
-    let r = post_otlp(
+    let body = build::logs("svc", "x", n, now_nanos()).encode_to_vec();
+    post_otlp(
         &srv.client,
         &url,
-        Some(&key),
+        Some(key),
         "application/x-protobuf",
         None,
         body,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_saturated_write_path_answers_503_with_retry_after() {
+    // No ingest slots at all: every request is turned away before it is read.
+    let (srv, _, _, key) = logs_server(|c| c.ingest_max_in_flight = 0).await;
+    let r = post_logs(&srv, &key, 1).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     srv.shutdown().await;
 
     // Flushing cannot keep up: once unflushed data passes the cap, writes are refused, not dropped.
-    let srv = TestServer::start_with(|c| c.max_unflushed_bytes = 1).await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
-    let (key, _) = api.key(&admin, &["logs:write"], None).await;
-    let url = format!("{}/v1/logs", srv.otlp_http);
-    let body = build::logs("svc", "x", 10, now_nanos()).encode_to_vec();
-    let first = post_otlp(
-        &srv.client,
-        &url,
-        Some(&key),
-        "application/x-protobuf",
-        None,
-        body.clone(),
-    )
-    .await;
-    assert_eq!(first.status(), 200);
-    let second = post_otlp(
-        &srv.client,
-        &url,
-        Some(&key),
-        "application/x-protobuf",
-        None,
-        body,
-    )
-    .await;
+    let (srv, api, admin, key) = logs_server(|c| c.max_unflushed_bytes = 1).await;
+    assert_eq!(post_logs(&srv, &key, 10).await.status(), 200);
+    let second = post_logs(&srv, &key, 10).await;
     assert_eq!(second.status(), 503);
     let after: u64 = second.headers()["retry-after"]
         .to_str()

@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod durability;
+mod operations;
 mod otlp_json;
 mod python_sdk;
 mod tenancy;

@@ -13,8 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::Shared;
 use crate::manifest::FileMeta;
-use crate::parquet_files::writer_properties;
-use crate::wal::sync_dir;
+use crate::parquet_files::{finish_file, writer_properties};
 
 /// Merges small files, one table/day group per call at most. Returns the files it replaced
 /// (to be deleted after the grace period).
@@ -69,12 +68,7 @@ pub(crate) fn compact_once(shared: &Shared) -> std::io::Result<Vec<PathBuf>> {
         min_ts = min_ts.min(src.min_ts);
         max_ts = max_ts.max(src.max_ts);
     }
-    let file = writer.into_inner().map_err(std::io::Error::other)?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    drop(file);
-    std::fs::rename(&tmp, abs_dir.join(&name))?;
-    sync_dir(&abs_dir)?;
+    let bytes = finish_file(writer, &tmp, &abs_dir.join(&name))?;
 
     let replaced: Vec<String> = sources.iter().map(|f| f.path.clone()).collect();
     let merged = FileMeta {

@@ -14,7 +14,7 @@
 //! - **Crash safety**: at start, files the manifest does not name are deleted, segments it covers
 //!   are deleted, the rest of the WAL is replayed. So a crash during a flush neither loses nor
 //!   duplicates rows.
-//! - **Compaction** streams a day's small files into one (see [`compact`]).
+//! - **Compaction** streams a day's small files into one (module `compact`).
 //! - **Retention** drops whole files once all their rows are older than the table's TTL.
 //! - **Backpressure**: a full write queue or too much unflushed memory is
 //!   [`StoreError::Overloaded`], before anything is written.

@@ -116,6 +116,24 @@ fn split_days(
     Ok(out)
 }
 
+/// Closes a Parquet file written at `tmp`, makes it durable and moves it to `dest` atomically.
+/// Returns its size.
+pub(crate) fn finish_file(
+    writer: ArrowWriter<std::fs::File>,
+    tmp: &Path,
+    dest: &Path,
+) -> std::io::Result<u64> {
+    let file = writer.into_inner().map_err(std::io::Error::other)?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    drop(file);
+    std::fs::rename(tmp, dest)?;
+    if let Some(dir) = dest.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(bytes)
+}
+
 /// Statistics cost a comparison per value, so only the columns queries filter on keep page-level
 /// statistics (for page pruning); the rest keep row-group-level ones.
 pub(crate) fn writer_properties() -> std::io::Result<WriterProperties> {
@@ -228,12 +246,7 @@ pub(crate) fn write_table(
             writer.write(slice).map_err(std::io::Error::other)?;
             rows += slice.num_rows() as u64;
         }
-        let file = writer.into_inner().map_err(std::io::Error::other)?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        drop(file);
-        std::fs::rename(&tmp, abs_dir.join(&name))?;
-        sync_dir(&abs_dir)?;
+        let bytes = finish_file(writer, &tmp, &abs_dir.join(&name))?;
         out.push(FileMeta {
             path: format!("{rel_dir}/{name}"),
             table: table.name().to_string(),
