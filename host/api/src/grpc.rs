@@ -91,7 +91,14 @@ impl Otlp {
             let principal = self.state.keys.verify(&token, &ip).await?;
             authorize(&principal, signal)?;
             let _permit = admit(&self.state)?;
-            ingest(&self.state, &principal, wrap(request.into_inner()), "grpc").await
+            ingest(
+                &self.state,
+                &principal,
+                wrap(request.into_inner()),
+                None,
+                "grpc",
+            )
+            .await
         }
         .await;
         result.map_err(|e| {

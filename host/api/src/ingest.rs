@@ -49,29 +49,83 @@ pub(crate) fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermi
         })
 }
 
+fn convert(
+    export: &Export,
+    scope: &model::Scope,
+    limits: &otlp::Limits,
+    received_at: u64,
+) -> Result<(Signal, otlp::Converted), otlp::OtlpError> {
+    Ok(match export {
+        Export::Traces(r) => (Signal::Traces, otlp::traces_to_batches(r, scope, limits)?),
+        Export::Logs(r) => (
+            Signal::Logs,
+            otlp::logs_to_batches(r, scope, limits, received_at)?,
+        ),
+        Export::Metrics(r) => (
+            Signal::Metrics,
+            otlp::metrics_to_batches(r, scope, limits, received_at)?,
+        ),
+    })
+}
+
+/// What [`storage::TelemetryStore::write_export`] stores need to replay a logged request:
+/// decode the body and convert it exactly as it was converted when it was acknowledged.
+pub fn reconvert(limits: otlp::Limits) -> storage::Reconvert {
+    std::sync::Arc::new(move |raw: &storage::RawExport| {
+        let format = if raw.json {
+            otlp::Format::Json
+        } else {
+            otlp::Format::Protobuf
+        };
+        let body = raw.body.clone();
+        let enc = otlp::Encoding::Identity;
+        let max = usize::MAX;
+        let export = match raw.signal {
+            Signal::Traces => Export::Traces(
+                otlp::decode_body(body, format, enc, max).map_err(|e| e.to_string())?,
+            ),
+            Signal::Logs => {
+                Export::Logs(otlp::decode_body(body, format, enc, max).map_err(|e| e.to_string())?)
+            }
+            Signal::Metrics => Export::Metrics(
+                otlp::decode_body(body, format, enc, max).map_err(|e| e.to_string())?,
+            ),
+        };
+        convert(&export, &raw.scope, &limits, raw.received_at)
+            .map(|(_, c)| c.batches)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The request body an export was decoded from, when the transport has it: `(body, json)`.
+pub(crate) type RawBody = Option<(bytes::Bytes, bool)>;
+
 /// Converts and durably stores one export; counts what happened.
 pub(crate) async fn ingest(
     state: &AppState,
     principal: &Principal,
     export: Export,
+    raw: RawBody,
     transport: &'static str,
 ) -> Result<Outcome, ApiError> {
     let started = Instant::now();
     let scope = principal.scope();
-    let limits = &state.limits.item;
-    let (signal, converted) = match &export {
-        Export::Traces(r) => (Signal::Traces, otlp::traces_to_batches(r, scope, limits)?),
-        Export::Logs(r) => (
-            Signal::Logs,
-            otlp::logs_to_batches(r, scope, limits, now_nanos())?,
-        ),
-        Export::Metrics(r) => (
-            Signal::Metrics,
-            otlp::metrics_to_batches(r, scope, limits, now_nanos())?,
-        ),
-    };
+    let received_at = now_nanos();
+    let (signal, converted) = convert(&export, scope, &state.limits.item, received_at)?;
     drop(export);
-    let result = state.telemetry.write(converted.batches).await;
+    let result = match raw {
+        Some((body, json)) => {
+            let raw = storage::RawExport {
+                signal,
+                json,
+                received_at,
+                scope: scope.clone(),
+                body,
+            };
+            state.telemetry.write_export(converted.batches, raw).await
+        }
+        None => state.telemetry.write(converted.batches).await,
+    };
     let status = if result.is_ok() { "ok" } else { "error" };
     metrics::histogram!("telemetryflow_ingest_request_duration_seconds",
         "signal" => signal.as_str(), "transport" => transport, "status" => status)

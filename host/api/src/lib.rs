@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub use auth::ApiKeyVerifier;
 pub use error::ApiError;
 pub use grpc::grpc_services;
+pub use ingest::reconvert;
 pub use otlp_http::otlp_router;
 pub use routes::api_router;
 

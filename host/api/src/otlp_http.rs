@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -126,21 +126,16 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError>
     }
 }
 
-fn decode<M>(
-    body: bytes::Bytes,
-    format: Format,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<M, ApiError>
+fn decode<M>(body: &bytes::Bytes, format: Format) -> Result<M, ApiError>
 where
     M: prost::Message + Default + serde::de::DeserializeOwned,
 {
-    let encoding = Encoding::from_header(
-        headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    )?;
-    Ok(otlp::decode_body(body, format, encoding, limit)?)
+    Ok(otlp::decode_body(
+        body.clone(),
+        format,
+        Encoding::Identity,
+        usize::MAX,
+    )?)
 }
 
 async fn handle_inner(
@@ -158,8 +153,7 @@ async fn handle_inner(
     authorize(&principal, signal)?;
     let format = format?;
     let headers = req.headers().clone();
-    // Fail fast on an unknown encoding before reading the body.
-    Encoding::from_header(
+    let encoding = Encoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
@@ -167,18 +161,14 @@ async fn handle_inner(
     let _permit = admit(state)?;
     let limit = state.limits.max_body_bytes;
     let body = read_body(req, limit).await?;
+    let body = otlp::body::decompress(body, encoding, limit)?;
     let export = match signal {
-        Signal::Traces => Export::Traces(decode::<ExportTraceServiceRequest>(
-            body, format, &headers, limit,
-        )?),
-        Signal::Logs => Export::Logs(decode::<ExportLogsServiceRequest>(
-            body, format, &headers, limit,
-        )?),
-        Signal::Metrics => Export::Metrics(decode::<ExportMetricsServiceRequest>(
-            body, format, &headers, limit,
-        )?),
+        Signal::Traces => Export::Traces(decode::<ExportTraceServiceRequest>(&body, format)?),
+        Signal::Logs => Export::Logs(decode::<ExportLogsServiceRequest>(&body, format)?),
+        Signal::Metrics => Export::Metrics(decode::<ExportMetricsServiceRequest>(&body, format)?),
     };
-    let outcome = ingest(state, &principal, export, "http").await?;
+    let raw = Some((body, format == Format::Json));
+    let outcome = ingest(state, &principal, export, raw, "http").await?;
     let body = match signal {
         Signal::Traces => encode_response(
             &ExportTraceServiceResponse {

@@ -139,8 +139,12 @@ impl Server {
         tcfg.flush_interval = config.flush_interval;
         tcfg.retention_days = config.retention_days.clone();
         tcfg.max_unflushed_bytes = config.max_unflushed_bytes;
-        let (telemetry, recovery) =
-            EmbeddedStore::open(tcfg).context("cannot open the telemetry store")?;
+        let limits = IngestLimits {
+            max_in_flight: config.ingest_max_in_flight,
+            ..IngestLimits::default()
+        };
+        let (telemetry, recovery) = EmbeddedStore::open(tcfg, Some(api::reconvert(limits.item)))
+            .context("cannot open the telemetry store")?;
         if recovery.replayed_entries > 0 || recovery.truncated_bytes > 0 {
             tracing::info!(
                 replayed = recovery.replayed_entries,
@@ -163,10 +167,7 @@ impl Server {
             Arc::clone(&meta),
             Arc::clone(&telemetry) as Arc<dyn TelemetryStore>,
             tokens,
-            IngestLimits {
-                max_in_flight: config.ingest_max_in_flight,
-                ..IngestLimits::default()
-            },
+            limits,
             render,
         );
 

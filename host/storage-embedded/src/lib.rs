@@ -39,7 +39,7 @@ use datafusion::catalog::TableProvider;
 use model::Table;
 use parking_lot::{Mutex, RwLock};
 use query::TelemetryTables;
-use storage::{StoreError, StoreStats, TableStats, TelemetryStore};
+use storage::{RawExport, Reconvert, StoreError, StoreStats, TableStats, TelemetryStore};
 use tokio::sync::{oneshot, watch};
 
 use manifest::{FileMeta, Manifest};
@@ -75,7 +75,7 @@ impl EmbeddedConfig {
         EmbeddedConfig {
             dir: dir.into(),
             flush_interval: Duration::from_secs(30),
-            flush_bytes: 128 << 20,
+            flush_bytes: 256 << 20,
             max_unflushed_bytes: 1 << 30,
             queue_depth: 4096,
             retention_days: Table::ALL
@@ -83,8 +83,8 @@ impl EmbeddedConfig {
                 .map(|t| (t, t.default_retention_days()))
                 .collect(),
             retention_check: Duration::from_secs(300),
-            compact_min_files: 8,
-            compact_small_file_bytes: 64 << 20,
+            compact_min_files: 16,
+            compact_small_file_bytes: 16 << 20,
             compact_grace: Duration::from_secs(60),
         }
     }
@@ -151,6 +151,8 @@ impl std::fmt::Debug for EmbeddedStore {
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {
     pub replayed_entries: u64,
+    /// Logged requests that could not be converted again (logged loudly; should stay 0).
+    pub unreplayable_entries: u64,
     pub truncated_bytes: u64,
     pub removed_orphan_files: u64,
 }
@@ -160,7 +162,14 @@ impl EmbeddedStore {
     ///
     /// # Errors
     /// When the directory cannot be read or written.
-    pub fn open(config: EmbeddedConfig) -> Result<(Arc<EmbeddedStore>, Recovery), StoreError> {
+    ///
+    /// `reconvert` turns logged requests back into rows during replay (see
+    /// [`TelemetryStore::write_export`]); without it a log holding requests cannot be replayed
+    /// and opening fails rather than losing them.
+    pub fn open(
+        config: EmbeddedConfig,
+        reconvert: Option<Reconvert>,
+    ) -> Result<(Arc<EmbeddedStore>, Recovery), StoreError> {
         let dir = config.dir.clone();
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)?;
@@ -184,7 +193,23 @@ impl EmbeddedStore {
             recovery.replayed_entries += entries.len() as u64;
             wal_bytes += std::fs::metadata(&path)?.len();
             for entry in entries {
-                append(&mut active, entry);
+                match entry {
+                    wal::Replayed::Rows(rows) => append(&mut active, rows),
+                    wal::Replayed::Request(raw) => {
+                        let Some(reconvert) = &reconvert else {
+                            return Err(StoreError::Internal(
+                                "the write-ahead log holds logged requests but no converter was given".into(),
+                            ));
+                        };
+                        match reconvert(&raw) {
+                            Ok(rows) => append(&mut active, rows),
+                            Err(e) => {
+                                tracing::error!(error = %e, segment = seg, "cannot convert a logged request again; skipping it");
+                                recovery.unreplayable_entries += 1;
+                            }
+                        }
+                    }
+                }
             }
             last = last.max(seg);
         }
@@ -276,6 +301,46 @@ impl EmbeddedStore {
             .iter()
             .filter(|f| f.table() == Some(table))
             .count()
+    }
+
+    /// Refuses a write up front when closed or when flushing is behind.
+    fn admit(&self) -> Result<(), StoreError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let state = self.shared.state.read();
+        let unflushed = state.active.bytes + state.frozen.iter().map(|f| f.bytes).sum::<usize>();
+        if unflushed > self.shared.config.max_unflushed_bytes {
+            return Err(StoreError::Overloaded {
+                reason: "flushing to disk is behind",
+                retry_after: Duration::from_secs(2),
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a WAL entry and its rows for the group commit and waits for the fsync.
+    async fn submit(
+        &self,
+        entry: Vec<u8>,
+        batches: Vec<(Table, RecordBatch)>,
+    ) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        match self.tx.try_send(Cmd::Write {
+            entry,
+            batches,
+            ack,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(StoreError::Overloaded {
+                    reason: "write queue is full",
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     pub fn dir(&self) -> &Path {
@@ -589,37 +654,21 @@ impl TelemetryStore for EmbeddedStore {
         if batches.is_empty() {
             return Ok(());
         }
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
-        }
-        {
-            let state = self.shared.state.read();
-            let unflushed =
-                state.active.bytes + state.frozen.iter().map(|f| f.bytes).sum::<usize>();
-            if unflushed > self.shared.config.max_unflushed_bytes {
-                return Err(StoreError::Overloaded {
-                    reason: "flushing to disk is behind",
-                    retry_after: Duration::from_secs(2),
-                });
-            }
-        }
+        self.admit()?;
         let entry = wal::encode_entry(&batches).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let (ack, done) = oneshot::channel();
-        match self.tx.try_send(Cmd::Write {
-            entry,
-            batches,
-            ack,
-        }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(StoreError::Overloaded {
-                    reason: "write queue is full",
-                    retry_after: Duration::from_secs(1),
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        self.submit(entry, batches).await
+    }
+
+    async fn write_export(
+        &self,
+        batches: Vec<(Table, RecordBatch)>,
+        raw: RawExport,
+    ) -> Result<(), StoreError> {
+        if batches.is_empty() {
+            return Ok(());
         }
-        done.await.map_err(|_| StoreError::Closed)?
+        self.admit()?;
+        self.submit(wal::encode_raw_entry(&raw), batches).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

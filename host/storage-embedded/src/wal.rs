@@ -2,7 +2,9 @@
 //!
 //! Entry layout (little endian):
 //! `magic: u32 = "TFW1" | payload_len: u32 | crc32(payload): u32 | payload`, where the payload
-//! is `n: u8` then `n` times `table_tag: u8 | ipc_len: u32 | Arrow IPC stream`.
+//! is either rows, `n: u8` (< 255) then `n` times `table_tag: u8 | ipc_len: u32 | Arrow IPC
+//! stream`, or a logged request, `255 | signal: u8 | json: u8 | received_at: u64 | organization,
+//! workspace, tenant as (len: u16, utf-8) | body`, converted again on replay.
 //!
 //! A crash can leave a torn entry at the end of the last segment; replay stops at the first
 //! entry whose length or checksum does not hold and truncates the segment there. Such an entry
@@ -15,7 +17,8 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use model::Table;
+use model::{Scope, Signal, Table};
+use storage::RawExport;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"TFW1");
 const HEADER: usize = 12;
@@ -42,14 +45,97 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
+const RAW: u8 = 255;
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(HEADER + payload.len());
+    entry.extend_from_slice(&MAGIC.to_le_bytes());
+    entry.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    entry.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    entry.extend_from_slice(payload);
+    entry
+}
+
+fn signal_tag(s: Signal) -> u8 {
+    match s {
+        Signal::Traces => 1,
+        Signal::Logs => 2,
+        Signal::Metrics => 3,
+    }
+}
+
+/// Serializes a logged request into a WAL entry.
+pub(crate) fn encode_raw_entry(raw: &RawExport) -> Vec<u8> {
+    let ids = [
+        &raw.scope.organization_id,
+        &raw.scope.workspace_id,
+        &raw.scope.tenant_id,
+    ];
+    let mut payload = Vec::with_capacity(raw.body.len() + 128);
+    payload.push(RAW);
+    payload.push(signal_tag(raw.signal));
+    payload.push(u8::from(raw.json));
+    payload.extend_from_slice(&raw.received_at.to_le_bytes());
+    for id in ids {
+        let bytes = &id.as_bytes()[..id.len().min(usize::from(u16::MAX))];
+        payload.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        payload.extend_from_slice(bytes);
+    }
+    payload.extend_from_slice(&raw.body);
+    frame(&payload)
+}
+
+fn decode_raw(mut r: &[u8]) -> Option<RawExport> {
+    let signal = match *r.first()? {
+        1 => Signal::Traces,
+        2 => Signal::Logs,
+        3 => Signal::Metrics,
+        _ => return None,
+    };
+    let json = *r.get(1)? != 0;
+    let received_at = u64::from_le_bytes(r.get(2..10)?.try_into().ok()?);
+    r = &r[10..];
+    let mut ids = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let len = usize::from(u16::from_le_bytes(r.get(..2)?.try_into().ok()?));
+        ids.push(String::from_utf8(r.get(2..2 + len)?.to_vec()).ok()?);
+        r = &r[2 + len..];
+    }
+    let tenant_id = ids.pop()?;
+    let workspace_id = ids.pop()?;
+    let organization_id = ids.pop()?;
+    Some(RawExport {
+        signal,
+        json,
+        received_at,
+        scope: Scope {
+            organization_id,
+            workspace_id,
+            tenant_id,
+        },
+        body: bytes::Bytes::copy_from_slice(r),
+    })
+}
+
+/// One replayed entry.
+pub(crate) enum Replayed {
+    Rows(Entry),
+    Request(RawExport),
+}
+
 /// Serializes one request's batches into a WAL entry.
 pub(crate) fn encode_entry(
     batches: &[(Table, RecordBatch)],
 ) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let estimate: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
     let mut payload = Vec::with_capacity(estimate + 4096);
-    payload.push(u8::try_from(batches.len()).unwrap_or(u8::MAX));
-    for (table, batch) in batches.iter().take(usize::from(u8::MAX)) {
+    let n = batches.len().min(usize::from(RAW) - 1);
+    payload.push(u8::try_from(n).unwrap_or(0));
+    for (table, batch) in batches.iter().take(n) {
         payload.push(table.tag());
         let len_at = payload.len();
         payload.extend_from_slice(&[0; 4]);
@@ -73,8 +159,11 @@ pub(crate) fn encode_entry(
     Ok(entry)
 }
 
-fn decode_payload(payload: &[u8]) -> Option<Vec<(Table, RecordBatch)>> {
+fn decode_payload(payload: &[u8]) -> Option<Replayed> {
     let (&n, mut rest) = payload.split_first()?;
+    if n == RAW {
+        return decode_raw(rest).map(Replayed::Request);
+    }
     let mut out = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
         let (&tag, r) = rest.split_first()?;
@@ -93,7 +182,7 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<(Table, RecordBatch)>> {
         }
         rest = &r[len..];
     }
-    Some(out)
+    Some(Replayed::Rows(out))
 }
 
 /// Reads every intact entry of a segment, truncating it after the last one.
@@ -102,7 +191,7 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<(Table, RecordBatch)>> {
 /// The batches of one WAL entry (one request).
 pub(crate) type Entry = Vec<(Table, RecordBatch)>;
 
-pub(crate) fn replay_segment(path: &Path) -> io::Result<(Vec<Entry>, u64)> {
+pub(crate) fn replay_segment(path: &Path) -> io::Result<(Vec<Replayed>, u64)> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let total = file.metadata()?.len();
     let mut reader = BufReader::new(&mut file);
@@ -195,6 +284,43 @@ mod tests {
     }
 
     #[test]
+    fn logged_requests_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = RawExport {
+            signal: Signal::Metrics,
+            json: true,
+            received_at: 42,
+            scope: Scope {
+                organization_id: "o".into(),
+                workspace_id: "wé".into(),
+                tenant_id: "t".into(),
+            },
+            body: bytes::Bytes::from_static(b"{\"resourceMetrics\":[]}"),
+        };
+        let mut seg = Segment::create(dir.path(), 7).expect("segment");
+        seg.append(&encode_raw_entry(&raw)).expect("append");
+        seg.append(&encode_entry(&[(Table::Logs, batch(1))]).expect("encode"))
+            .expect("append");
+        seg.sync().expect("sync");
+        let (entries, cut) = replay_segment(&segment_path(dir.path(), 7)).expect("replay");
+        assert_eq!(cut, 0);
+        let Replayed::Request(back) = &entries[0] else {
+            panic!("expected a logged request")
+        };
+        assert_eq!(
+            (
+                back.signal,
+                back.json,
+                back.received_at,
+                &back.scope,
+                &back.body
+            ),
+            (raw.signal, raw.json, raw.received_at, &raw.scope, &raw.body)
+        );
+        assert!(matches!(&entries[1], Replayed::Rows(_)));
+    }
+
+    #[test]
     fn a_torn_tail_is_cut_and_everything_before_it_replays() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut seg = Segment::create(dir.path(), 1).expect("segment");
@@ -210,7 +336,7 @@ mod tests {
         let (entries, cut) = replay_segment(&path).expect("replay");
         assert_eq!(entries.len(), 3);
         assert_eq!(cut, (e.len() / 2) as u64);
-        assert_eq!(entries[2][0].0, Table::Logs);
+        assert!(matches!(&entries[2], Replayed::Rows(rows) if rows[0].0 == Table::Logs));
         let (again, cut) = replay_segment(&path).expect("replay");
         assert_eq!((again.len(), cut), (3, 0));
         assert_eq!(list_segments(dir.path()).expect("list"), vec![1]);

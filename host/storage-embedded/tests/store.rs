@@ -81,7 +81,7 @@ fn config(dir: &std::path::Path) -> EmbeddedConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_read_back_survive_reopen_and_expire_by_whole_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = EmbeddedStore::open(config(dir.path())).expect("open");
+    let (store, _) = EmbeddedStore::open(config(dir.path()), None).expect("open");
     let t = now();
     store.write(logs(5, t - 40 * DAY)).await.expect("old write");
     store.write(logs(7, t)).await.expect("new write");
@@ -107,7 +107,7 @@ async fn writes_read_back_survive_reopen_and_expire_by_whole_files() {
     store.close().await.expect("close");
     drop(store);
 
-    let (store, recovery) = EmbeddedStore::open(config(dir.path())).expect("reopen");
+    let (store, recovery) = EmbeddedStore::open(config(dir.path()), None).expect("reopen");
     assert_eq!(recovery.replayed_entries, 0);
     assert_eq!(count(&store, "").await, 12);
     // Logs keep 30 days: the 40-day-old file goes, whole; the recent one stays.
@@ -138,7 +138,7 @@ async fn small_files_of_a_day_are_merged_into_one_without_changing_results() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
     cfg.compact_min_files = 6;
-    let (store, _) = EmbeddedStore::open(cfg.clone()).expect("open");
+    let (store, _) = EmbeddedStore::open(cfg.clone(), None).expect("open");
     let t = now();
     for i in 0..6 {
         store.write(logs(10, t + i)).await.expect("write");
@@ -153,7 +153,7 @@ async fn small_files_of_a_day_are_merged_into_one_without_changing_results() {
     // Replaced files are gone once the store is closed.
     assert_eq!(walk(&dir.path().join("logs_v3")).len(), 1);
     drop(store);
-    let (store, recovery) = EmbeddedStore::open(cfg).expect("reopen");
+    let (store, recovery) = EmbeddedStore::open(cfg, None).expect("reopen");
     assert_eq!(recovery.removed_orphan_files, 0);
     assert_eq!(count(&store, "").await, 60);
     store.close().await.expect("close");

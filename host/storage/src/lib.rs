@@ -11,4 +11,4 @@ pub use meta::{
     ApiKeyRecord, ApiKeyStatus, MetaError, MetaStore, NewApiKey, NewTenant, NewUser, RoleType,
     TenantRecord, UserRecord,
 };
-pub use telemetry::{StoreError, StoreStats, TableStats, TelemetryStore};
+pub use telemetry::{RawExport, Reconvert, StoreError, StoreStats, TableStats, TelemetryStore};

@@ -1,11 +1,30 @@
 //! The telemetry store port.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-use model::{ErrorKind, Table};
+use model::{ErrorKind, Scope, Signal, Table};
 use query::TelemetryTables;
+
+/// The request behind a write, for stores that log requests rather than rows: logging the
+/// (decompressed) body is cheaper than serializing the rows, and converting it again on replay
+/// gives the same rows because conversion is deterministic given `received_at` and `scope`.
+#[derive(Debug, Clone)]
+pub struct RawExport {
+    pub signal: Signal,
+    /// OTLP/JSON rather than protobuf.
+    pub json: bool,
+    /// Nanoseconds; what rows without their own time got.
+    pub received_at: u64,
+    pub scope: Scope,
+    pub body: bytes::Bytes,
+}
+
+/// Turns a logged request back into rows (used when replaying a log).
+pub type Reconvert =
+    Arc<dyn Fn(&RawExport) -> Result<Vec<(Table, RecordBatch)>, String> + Send + Sync>;
 
 /// Why a telemetry write or read failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +93,20 @@ pub trait TelemetryStore: TelemetryTables + Send + Sync + 'static {
     /// [`StoreError::Overloaded`] when the store cannot take more right now (nothing stored);
     /// other variants when the write failed.
     async fn write(&self, batches: Vec<(Table, RecordBatch)>) -> Result<(), StoreError>;
+
+    /// [`TelemetryStore::write`] of the rows converted from `raw`; a store may log `raw` instead
+    /// of the rows.
+    ///
+    /// # Errors
+    /// As [`TelemetryStore::write`].
+    async fn write_export(
+        &self,
+        batches: Vec<(Table, RecordBatch)>,
+        raw: RawExport,
+    ) -> Result<(), StoreError> {
+        let _ = raw;
+        self.write(batches).await
+    }
 
     /// Makes everything acknowledged so far as compact as the store gets (used at shutdown).
     ///
