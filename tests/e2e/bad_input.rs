@@ -46,9 +46,7 @@ async fn message_of(resp: reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_status_the_spec_asks_for() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     let (key, _) = api.key(&admin, &["logs:write", "traces:write"], None).await;
     let (metrics_only, _) = api.key(&admin, &["metrics:write"], None).await;
     let logs_url = format!("{}/v1/logs", srv.otlp_http);
@@ -129,9 +127,7 @@ async fn bad_requests_get_the_status_the_spec_asks_for() {
 
 #[tokio::test]
 async fn invalid_items_are_reported_as_partial_success() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     let (key, _) = api.key(&admin, &["traces:write", "logs:write"], None).await;
     let mut req = build::spans("partial", 3, now_nanos());
     req.resource_spans[0].scope_spans[0].spans[1].trace_id = vec![1, 2, 3];
@@ -231,9 +227,7 @@ async fn a_saturated_write_path_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn grpc_checks_keys_and_accepts_gzip() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     let (key, _) = api.key(&admin, &["traces:write"], None).await;
     let (logs_only, _) = api.key(&admin, &["logs:write"], None).await;
     let mut client = TraceServiceClient::connect(srv.otlp_grpc.clone())

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use prost::Message;
 
-use crate::support::{Api, TestServer, build::kv, build::resource, post_otlp};
+use crate::support::{TestServer, build::kv, build::resource, post_otlp};
 
 const T: u64 = 1_544_712_660_300_000_000;
 
@@ -292,9 +292,7 @@ fn metrics_twin() -> ExportMetricsServiceRequest {
 
 #[tokio::test]
 async fn spec_shaped_json_is_stored_exactly_like_its_protobuf_twin() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     let perms = ["traces:write", "logs:write", "metrics:write"];
     let (tenant_json, viewer_json) = api.tenant_with_viewer(&admin, "json").await;
     let (tenant_pb, viewer_pb) = api.tenant_with_viewer(&admin, "protobuf").await;

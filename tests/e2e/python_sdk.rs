@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Api, TestServer, python};
+use crate::support::{TestServer, python};
 
 fn export(protocol: &str, endpoint: &str, key: &str, run: &str) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/export_all.py");
@@ -38,9 +38,7 @@ fn s(v: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     let (key, key_body) = api
         .key(
             &admin,

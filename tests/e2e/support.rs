@@ -57,6 +57,14 @@ impl TestServer {
         }
     }
 
+    /// A default server, an API client for it and the admin's access token.
+    pub async fn with_admin() -> (TestServer, Api, String) {
+        let srv = TestServer::start().await;
+        let api = Api::new(&srv.api);
+        let admin = api.admin().await;
+        (srv, api, admin)
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await.expect("clean shutdown");

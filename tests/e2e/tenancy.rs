@@ -3,13 +3,11 @@
 use prost::Message;
 use serde_json::json;
 
-use crate::support::{Api, TestServer, build, now_nanos, post_otlp};
+use crate::support::{TestServer, build, now_nanos, post_otlp};
 
 #[tokio::test]
 async fn each_tenant_sees_only_its_own_rows() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     let (tenant_a, viewer_a) = api.tenant_with_viewer(&admin, "alpha").await;
     let (tenant_b, viewer_b) = api.tenant_with_viewer(&admin, "beta").await;
     let (key_a, _) = api.key(&admin, &["logs:write"], Some(&tenant_a)).await;
@@ -65,9 +63,7 @@ async fn each_tenant_sees_only_its_own_rows() {
 
 #[tokio::test]
 async fn the_sql_endpoint_runs_one_select_and_nothing_else() {
-    let srv = TestServer::start().await;
-    let api = Api::new(&srv.api);
-    let admin = api.admin().await;
+    let (srv, api, admin) = TestServer::with_admin().await;
     for bad in [
         "DROP TABLE logs_v3",
         "SELECT 1; SELECT 2",

@@ -147,16 +147,7 @@ pub(crate) fn encode_entry(
         let ipc_len = u32::try_from(payload.len() - len_at - 4).unwrap_or(u32::MAX);
         payload[len_at..len_at + 4].copy_from_slice(&ipc_len.to_le_bytes());
     }
-    let mut entry = Vec::with_capacity(HEADER + payload.len());
-    entry.extend_from_slice(&MAGIC.to_le_bytes());
-    entry.extend_from_slice(
-        &u32::try_from(payload.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes(),
-    );
-    entry.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    entry.extend_from_slice(&payload);
-    Ok(entry)
+    Ok(frame(&payload))
 }
 
 fn decode_payload(payload: &[u8]) -> Option<Replayed> {
