@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value as Any};
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::{Api, TestServer, build, now_nanos, post_otlp};
+use crate::support::{Api, TestServer, build, now_nanos, post_otlp, post_protobuf};
 
 const LIMIT: usize = 16 << 20;
 
@@ -184,17 +184,8 @@ async fn logs_server(tune: impl FnOnce(&mut server::Config)) -> (TestServer, Api
 }
 
 async fn post_logs(srv: &TestServer, key: &str, n: usize) -> reqwest::Response {
-    let url = format!("{}/v1/logs", srv.otlp_http);
-    let body = build::logs("svc", "x", n, now_nanos()).encode_to_vec();
-    post_otlp(
-        &srv.client,
-        &url,
-        Some(key),
-        "application/x-protobuf",
-        None,
-        body,
-    )
-    .await
+    let req = build::logs("svc", "x", n, now_nanos());
+    post_protobuf(&srv.client, &srv.otlp_http, "/v1/logs", key, &req).await
 }
 
 #[tokio::test]

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use prost::Message;
-
-use crate::support::{ADMIN_PASSWORD, Api, build, free_port, now_nanos, post_otlp, wait_healthy};
+use crate::support::{
+    ADMIN_PASSWORD, Api, build, free_port, now_nanos, post_protobuf, wait_healthy,
+};
 
 struct Proc {
     child: Child,
@@ -53,18 +53,9 @@ fn unsafe_kill(pid: i32, sig: i32) -> i32 {
 
 async fn send_batches(p: &Proc, key: &str, range: std::ops::Range<usize>, per: usize) {
     let client = reqwest::Client::new();
-    let url = format!("{}/v1/logs", p.otlp_http);
     for b in range {
-        let body = build::logs("durable", &format!("batch{b}"), per, now_nanos()).encode_to_vec();
-        let r = post_otlp(
-            &client,
-            &url,
-            Some(key),
-            "application/x-protobuf",
-            None,
-            body,
-        )
-        .await;
+        let req = build::logs("durable", &format!("batch{b}"), per, now_nanos());
+        let r = post_protobuf(&client, &p.otlp_http, "/v1/logs", key, &req).await;
         assert_eq!(r.status(), 200, "batch {b}");
     }
 }

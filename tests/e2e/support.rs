@@ -200,6 +200,27 @@ pub async fn post_otlp(
     req.send().await.expect("otlp request")
 }
 
+/// POSTs a protobuf OTLP message to `base` + `path` with `key`.
+pub async fn post_protobuf(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    message: &impl prost::Message,
+) -> reqwest::Response {
+    let url = format!("{base}{path}");
+    let body = message.encode_to_vec();
+    post_otlp(
+        client,
+        &url,
+        Some(key),
+        "application/x-protobuf",
+        None,
+        body,
+    )
+    .await
+}
+
 pub fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,9 +1,8 @@
 //! Tenant scoping of the SQL read path, and what the SQL endpoint refuses.
 
-use prost::Message;
 use serde_json::json;
 
-use crate::support::{TestServer, build, now_nanos, post_otlp};
+use crate::support::{TestServer, build, now_nanos, post_protobuf};
 
 #[tokio::test]
 async fn each_tenant_sees_only_its_own_rows() {
@@ -15,17 +14,8 @@ async fn each_tenant_sees_only_its_own_rows() {
 
     let t0 = now_nanos();
     for (key, marker, n) in [(&key_a, "from-a", 3), (&key_b, "from-b", 5)] {
-        let body = build::logs("shared-service", marker, n, t0).encode_to_vec();
-        let url = format!("{}/v1/logs", srv.otlp_http);
-        let r = post_otlp(
-            &srv.client,
-            &url,
-            Some(key),
-            "application/x-protobuf",
-            None,
-            body,
-        )
-        .await;
+        let req = build::logs("shared-service", marker, n, t0);
+        let r = post_protobuf(&srv.client, &srv.otlp_http, "/v1/logs", key, &req).await;
         assert_eq!(r.status(), 200);
     }
 

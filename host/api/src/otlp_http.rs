@@ -152,9 +152,8 @@ async fn handle_inner(
     let principal = state.keys.verify(&token, &client_ip(&req)).await?;
     authorize(&principal, signal)?;
     let format = format?;
-    let headers = req.headers().clone();
     let encoding = Encoding::from_header(
-        headers
+        req.headers()
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
     )?;

@@ -121,6 +121,24 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+/// Serves `router` on `listener` until `signal`, then lets in-flight requests finish.
+fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::error!(error = %e, server = what, "server failed");
+        }
+    })
+}
+
 impl Server {
     /// Opens the stores, bootstraps the first admin, binds the three listeners and starts serving.
     ///
@@ -183,32 +201,18 @@ impl Server {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut tasks = Vec::new();
-        let api_app = api::api_router(Arc::clone(&state));
-        tasks.push(tokio::spawn({
-            let signal = until_stopped(stopped.clone());
-            async move {
-                let app = api_app.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(api_listener, app)
-                    .with_graceful_shutdown(signal)
-                    .await
-                {
-                    tracing::error!(error = %e, "API server failed");
-                }
-            }
-        }));
-        let otlp_app = api::otlp_router(Arc::clone(&state));
-        tasks.push(tokio::spawn({
-            let signal = until_stopped(stopped.clone());
-            async move {
-                let app = otlp_app.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(otlp_http_listener, app)
-                    .with_graceful_shutdown(signal)
-                    .await
-                {
-                    tracing::error!(error = %e, "OTLP/HTTP server failed");
-                }
-            }
-        }));
+        tasks.push(serve_http(
+            api_listener,
+            api::api_router(Arc::clone(&state)),
+            until_stopped(stopped.clone()),
+            "API",
+        ));
+        tasks.push(serve_http(
+            otlp_http_listener,
+            api::otlp_router(Arc::clone(&state)),
+            until_stopped(stopped.clone()),
+            "OTLP/HTTP",
+        ));
         let (traces, logs, metrics) = api::grpc_services(Arc::clone(&state));
         tasks.push(tokio::spawn({
             let signal = until_stopped(stopped.clone());
