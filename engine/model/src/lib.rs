@@ -7,7 +7,9 @@ mod scope;
 mod tables;
 
 pub use scope::{Scope, Signal};
-pub use tables::{Table, attributes_map_type, event_type, link_type, schema_of};
+pub use tables::{
+    Rollup, Table, attributes_map_type, event_type, link_type, rollup_schema, schema_of,
+};
 
 /// How an error should be reported to a user, decided once where the error is born.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +26,11 @@ pub enum ErrorKind {
     TooLarge,
     /// The content type is not one we speak (415).
     UnsupportedMediaType,
-    /// The write path is saturated; the client should retry later (503 + Retry-After).
+    /// The write path is saturated or a backing service is down; the client should retry later
+    /// (503 + Retry-After).
     Overloaded,
+    /// Too many requests are waiting on a slow backing service; retry later (429 + Retry-After).
+    TooManyRequests,
     /// Our fault (500).
     Internal,
 }

@@ -286,6 +286,83 @@ pub fn schema_of(table: Table) -> SchemaRef {
     Arc::clone(&SCHEMAS[i])
 }
 
+/// The metric rollups: `metrics_v3` points aggregated per hour or per day and per
+/// (metric, service, organization, workspace, tenant, metric type, temporality, unit).
+///
+/// `sum_value`, `min_value`, `max_value` and `count` merge exactly; `avg_value` is
+/// `sum_value / count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rollup {
+    Hourly,
+    Daily,
+}
+
+impl Rollup {
+    pub const ALL: [Rollup; 2] = [Rollup::Hourly, Rollup::Daily];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rollup::Hourly => "metrics_v3_hourly",
+            Rollup::Daily => "metrics_v3_daily",
+        }
+    }
+
+    /// The bucket column: `hour` (a timestamp) or `date` (a date).
+    pub fn bucket_column(self) -> &'static str {
+        match self {
+            Rollup::Hourly => "hour",
+            Rollup::Daily => "date",
+        }
+    }
+
+    /// The columns rows are grouped by, after the bucket.
+    pub const KEY: [&'static str; 8] = [
+        "metric_name",
+        "service_name",
+        "organization_id",
+        "workspace_id",
+        "tenant_id",
+        "metric_type",
+        "temporality",
+        "unit",
+    ];
+
+    /// Default retention in days: rollups outlive the raw points they summarize.
+    pub fn default_retention_days(self) -> u32 {
+        match self {
+            Rollup::Hourly => 400,
+            Rollup::Daily => 1830,
+        }
+    }
+}
+
+static ROLLUP_SCHEMAS: LazyLock<[SchemaRef; 2]> = LazyLock::new(|| {
+    [Rollup::Hourly, Rollup::Daily].map(|r| {
+        let bucket = match r {
+            Rollup::Hourly => Field::new("hour", ts(), false),
+            Rollup::Daily => Field::new("date", DataType::Date32, false),
+        };
+        let mut f = vec![bucket];
+        f.extend(Rollup::KEY.iter().map(|c| s(c)));
+        f.extend([
+            Field::new("sum_value", DataType::Float64, false),
+            Field::new("min_value", DataType::Float64, false),
+            Field::new("max_value", DataType::Float64, false),
+            Field::new("count", DataType::UInt64, false),
+            Field::new("avg_value", DataType::Float64, false),
+        ]);
+        Arc::new(Schema::new(f))
+    })
+});
+
+/// The Arrow schema of a rollup.
+pub fn rollup_schema(rollup: Rollup) -> SchemaRef {
+    match rollup {
+        Rollup::Hourly => Arc::clone(&ROLLUP_SCHEMAS[0]),
+        Rollup::Daily => Arc::clone(&ROLLUP_SCHEMAS[1]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,20 +10,73 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::functions::expr_fn::date_trunc;
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::{Expr, cast};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
-use model::{ErrorKind, Scope, Table};
+use model::{ErrorKind, Rollup, Scope, Table};
 
 /// The port a telemetry store implements for reads: one provider per table, all tenants' rows.
 pub trait TelemetryTables: Send + Sync {
     fn table_provider(&self, table: Table) -> Arc<dyn TableProvider>;
+
+    /// A rollup of `metrics_v3` with the columns of [`model::rollup_schema`]. Stores that
+    /// maintain rollups serve them; the default aggregates the raw points when read, which
+    /// gives the same answer.
+    ///
+    /// # Errors
+    /// When the plan cannot be built (a bug, not a user error).
+    fn rollup_provider(&self, rollup: Rollup) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        let plan = rollup_from_raw(self.table_provider(Table::Metrics), rollup)?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+/// The plan that aggregates raw `metrics_v3` points into a rollup.
+///
+/// # Errors
+/// When the plan cannot be built (a bug, not a user error).
+pub fn rollup_from_raw(
+    metrics: Arc<dyn TableProvider>,
+    rollup: Rollup,
+) -> Result<LogicalPlan, DataFusionError> {
+    let bucket = match rollup {
+        Rollup::Hourly => date_trunc(lit("hour"), col("timestamp")),
+        Rollup::Daily => cast(col("timestamp"), DataType::Date32),
+    }
+    .alias(rollup.bucket_column());
+    let mut group: Vec<Expr> = vec![bucket];
+    group.extend(Rollup::KEY.iter().map(|c| col(*c)));
+    let aggregated =
+        LogicalPlanBuilder::scan(Table::Metrics.name(), provider_as_source(metrics), None)?
+            .aggregate(
+                group,
+                vec![
+                    sum(col("value")).alias("sum_value"),
+                    min(col("value")).alias("min_value"),
+                    max(col("value")).alias("max_value"),
+                    count(col("value")).alias("n"),
+                ],
+            )?;
+    let mut out: Vec<Expr> = vec![col(rollup.bucket_column())];
+    out.extend(Rollup::KEY.iter().map(|c| col(*c)));
+    out.extend([
+        col("sum_value"),
+        col("min_value"),
+        col("max_value"),
+        cast(col("n"), DataType::UInt64).alias("count"),
+        (col("sum_value") / cast(col("n"), DataType::Float64)).alias("avg_value"),
+    ]);
+    aggregated.project(out)?.build()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +246,17 @@ pub fn scoped_context(
             _ => {}
         }
         ctx.register_table(table.name(), Arc::new(ViewTable::new(plan, None)))?;
+    }
+    for rollup in Rollup::ALL {
+        let source = provider_as_source(tables.rollup_provider(rollup)?);
+        let plan = LogicalPlanBuilder::scan(rollup.name(), source, None)?
+            .filter(
+                col("workspace_id")
+                    .eq(lit(scope.workspace_id.clone()))
+                    .and(col("tenant_id").eq(lit(scope.tenant_id.clone()))),
+            )?
+            .build()?;
+        ctx.register_table(rollup.name(), Arc::new(ViewTable::new(plan, None)))?;
     }
     Ok(ctx)
 }

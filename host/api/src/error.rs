@@ -64,7 +64,7 @@ impl ApiError {
             ErrorKind::NotFound => Code::NotFound,
             ErrorKind::TooLarge => Code::ResourceExhausted,
             ErrorKind::UnsupportedMediaType => Code::InvalidArgument,
-            ErrorKind::Overloaded => Code::Unavailable,
+            ErrorKind::Overloaded | ErrorKind::TooManyRequests => Code::Unavailable,
             ErrorKind::Internal => Code::Internal,
         };
         let mut status = tonic::Status::new(code, self.message.clone());
@@ -86,6 +86,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -124,7 +125,11 @@ from_kinded!(otlp::OtlpError, query::QueryError, storage::MetaError);
 impl From<storage::StoreError> for ApiError {
     fn from(e: storage::StoreError) -> ApiError {
         match e.retry_after() {
-            Some(after) => ApiError::overloaded(e.to_string(), after),
+            Some(after) => ApiError {
+                kind: e.kind(),
+                message: e.to_string(),
+                retry_after: Some(after),
+            },
             None => ApiError::internal(&e),
         }
     }

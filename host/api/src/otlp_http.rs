@@ -88,6 +88,7 @@ fn reason(kind: ErrorKind) -> &'static str {
         ErrorKind::TooLarge => "too_large",
         ErrorKind::UnsupportedMediaType => "unsupported_media_type",
         ErrorKind::Overloaded => "overloaded",
+        ErrorKind::TooManyRequests => "throttled",
         ErrorKind::NotFound | ErrorKind::Internal => "internal",
     }
 }

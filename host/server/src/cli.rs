@@ -18,8 +18,21 @@ struct Cli {
 enum Command {
     /// Start the server (embedded storage by default: no external service needed).
     Serve(ServeArgs),
-    /// Apply pending metadata migrations and exit.
+    /// Apply pending metadata migrations (and ClickHouse ones with
+    /// `--telemetry-store clickhouse`) and exit.
     Migrate(ServeArgs),
+    /// Print the ClickHouse DDL (every migration, rendered) for review or to run by hand.
+    ClickhouseDdl(DdlArgs),
+}
+
+#[derive(clap::Args)]
+struct DdlArgs {
+    /// Database the tables go in.
+    #[arg(long, default_value = "telemetryflow")]
+    database: String,
+    /// Cluster name: `ON CLUSTER` DDL with ReplicatedMergeTree and Distributed tables.
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
 fn init_logging() {
@@ -89,6 +102,30 @@ pub async fn main() -> anyhow::Result<()> {
                 "metadata migrations applied in {}",
                 config.data_dir.display()
             );
+            if let Some(ch) = &config.clickhouse {
+                let c = crate::clickhouse_config(&config, ch);
+                let client = storage_clickhouse::Client::new(&storage_clickhouse::ClientConfig {
+                    url: c.url.clone(),
+                    user: c.user.clone(),
+                    password: c.password.clone(),
+                    connect_timeout: std::time::Duration::from_secs(5),
+                })?;
+                let done = storage_clickhouse::migrate::apply(&client, &c.layout()).await?;
+                println!(
+                    "clickhouse migrations at {}: applied {:?}, already applied {:?}",
+                    c.url, done.applied, done.already
+                );
+            }
+            Ok(())
+        }
+        Command::ClickhouseDdl(args) => {
+            let mut layout = storage_clickhouse::Layout::single(&args.database);
+            layout.cluster = args.cluster;
+            for stmt in
+                storage_clickhouse::migrate::full_ddl(&layout).map_err(anyhow::Error::msg)?
+            {
+                println!("{stmt};\n");
+            }
             Ok(())
         }
     }

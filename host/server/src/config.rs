@@ -40,6 +40,52 @@ pub struct ServeArgs {
     /// Password of the admin created at first start; generated and printed once when unset.
     #[arg(long, env = "TELEMETRYFLOW_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// Where telemetry is stored: `embedded` (default; WAL + Parquet in the data dir) or
+    /// `clickhouse`.
+    #[arg(long, env = "TELEMETRYFLOW_TELEMETRY_STORE")]
+    pub telemetry_store: Option<TelemetryBackend>,
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123
+    #[arg(long, env = "TELEMETRYFLOW_CLICKHOUSE_URL")]
+    pub clickhouse_url: Option<String>,
+    /// ClickHouse user. Default: the server's default user.
+    #[arg(long, env = "TELEMETRYFLOW_CLICKHOUSE_USER")]
+    pub clickhouse_user: Option<String>,
+    /// ClickHouse password.
+    #[arg(
+        long,
+        env = "TELEMETRYFLOW_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: Option<String>,
+    /// ClickHouse database (created if missing). Default: telemetryflow
+    #[arg(long, env = "TELEMETRYFLOW_CLICKHOUSE_DATABASE")]
+    pub clickhouse_database: Option<String>,
+    /// Cluster name: `ON CLUSTER` DDL, ReplicatedMergeTree tables and Distributed tables.
+    #[arg(long, env = "TELEMETRYFLOW_CLICKHOUSE_CLUSTER")]
+    pub clickhouse_cluster: Option<String>,
+}
+
+/// The telemetry backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TelemetryBackend {
+    #[default]
+    Embedded,
+    Clickhouse,
+}
+
+/// ClickHouse settings, resolved.
+#[derive(Debug, Clone)]
+pub struct ClickHouseSettings {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: String,
+    pub cluster: Option<String>,
+    pub async_insert: bool,
+    pub insert_timeout: Duration,
+    pub retry_budget: Duration,
+    pub max_concurrent_inserts: usize,
 }
 
 /// The config file.
@@ -58,6 +104,20 @@ pub struct FileConfig {
     /// Days to keep per table, e.g. `traces_v3 = 14`.
     #[serde(default)]
     pub retention_days: BTreeMap<String, u32>,
+    pub telemetry_store: Option<TelemetryBackend>,
+    pub clickhouse_url: Option<String>,
+    pub clickhouse_user: Option<String>,
+    pub clickhouse_password: Option<String>,
+    pub clickhouse_database: Option<String>,
+    pub clickhouse_cluster: Option<String>,
+    /// ClickHouse asynchronous inserts (server-side batching). Default: false
+    pub clickhouse_async_insert: Option<bool>,
+    /// Seconds one insert attempt may take. Default: 5
+    pub clickhouse_insert_timeout_secs: Option<u64>,
+    /// Seconds within which failed inserts are retried before ingest answers 503. Default: 8
+    pub clickhouse_retry_budget_secs: Option<u64>,
+    /// Inserts in flight at once; beyond them ingest answers 429. Default: 32
+    pub clickhouse_max_concurrent_inserts: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -74,6 +134,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     pub ingest_max_in_flight: usize,
     pub max_unflushed_bytes: usize,
+    /// `None`: the embedded store.
+    pub clickhouse: Option<ClickHouseSettings>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -97,6 +159,7 @@ impl Default for Config {
             admin_password: None,
             ingest_max_in_flight: 64,
             max_unflushed_bytes: 1 << 30,
+            clickhouse: None,
         }
     }
 }
@@ -119,7 +182,42 @@ impl Config {
             anyhow::ensure!(*days >= 1, "retention_days.{name} must be at least 1");
             retention.insert(table, *days);
         }
+        let backend = args
+            .telemetry_store
+            .or(file.telemetry_store)
+            .unwrap_or_default();
+        let clickhouse = match backend {
+            TelemetryBackend::Embedded => None,
+            TelemetryBackend::Clickhouse => Some(ClickHouseSettings {
+                url: args
+                    .clickhouse_url
+                    .clone()
+                    .or(file.clickhouse_url.clone())
+                    .context("--telemetry-store clickhouse needs --clickhouse-url (TELEMETRYFLOW_CLICKHOUSE_URL)")?,
+                user: args.clickhouse_user.clone().or(file.clickhouse_user.clone()),
+                password: args
+                    .clickhouse_password
+                    .clone()
+                    .or(file.clickhouse_password.clone()),
+                database: args
+                    .clickhouse_database
+                    .clone()
+                    .or(file.clickhouse_database.clone())
+                    .unwrap_or_else(|| "telemetryflow".into()),
+                cluster: args
+                    .clickhouse_cluster
+                    .clone()
+                    .or(file.clickhouse_cluster.clone()),
+                async_insert: file.clickhouse_async_insert.unwrap_or(false),
+                insert_timeout: Duration::from_secs(
+                    file.clickhouse_insert_timeout_secs.unwrap_or(5).max(1),
+                ),
+                retry_budget: Duration::from_secs(file.clickhouse_retry_budget_secs.unwrap_or(8)),
+                max_concurrent_inserts: file.clickhouse_max_concurrent_inserts.unwrap_or(32),
+            }),
+        };
         Ok(Config {
+            clickhouse,
             data_dir: args
                 .data_dir
                 .clone()

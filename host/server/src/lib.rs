@@ -13,12 +13,13 @@ use anyhow::Context;
 use api::{AppState, IngestLimits};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use storage::{MetaStore, TelemetryStore};
+use storage_clickhouse::{ClickHouseConfig, ClickHouseStore};
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use storage_sqlite::SqliteMetaStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Config, ServeArgs};
+pub use config::{ClickHouseSettings, Config, ServeArgs, TelemetryBackend};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -51,8 +52,67 @@ pub struct Server {
     pub generated_admin: Option<(String, String)>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    telemetry: Arc<EmbeddedStore>,
+    telemetry: Telemetry,
     state: Arc<AppState>,
+}
+
+/// The telemetry store this server opened.
+enum Telemetry {
+    Embedded(Arc<EmbeddedStore>),
+    ClickHouse(Arc<ClickHouseStore>),
+}
+
+impl Telemetry {
+    fn port(&self) -> Arc<dyn TelemetryStore> {
+        match self {
+            Telemetry::Embedded(s) => Arc::clone(s) as Arc<dyn TelemetryStore>,
+            Telemetry::ClickHouse(s) => Arc::clone(s) as Arc<dyn TelemetryStore>,
+        }
+    }
+}
+
+/// The ClickHouse store settings for `config` (which must name ClickHouse).
+pub fn clickhouse_config(config: &Config, ch: &ClickHouseSettings) -> ClickHouseConfig {
+    let mut c = ClickHouseConfig::new(ch.url.clone());
+    c.user = ch.user.clone();
+    c.password = ch.password.clone();
+    c.database = ch.database.clone();
+    c.cluster = ch.cluster.clone();
+    c.async_insert = ch.async_insert;
+    c.insert_timeout = ch.insert_timeout;
+    c.retry_budget = ch.retry_budget;
+    c.max_concurrent_inserts = ch.max_concurrent_inserts;
+    c.retention_days = config
+        .retention_days
+        .iter()
+        .map(|(t, d)| (t.name().to_string(), *d))
+        .collect();
+    c
+}
+
+async fn open_telemetry(config: &Config, limits: &IngestLimits) -> anyhow::Result<Telemetry> {
+    if let Some(ch) = &config.clickhouse {
+        let store = ClickHouseStore::connect(clickhouse_config(config, ch))
+            .await
+            .with_context(|| format!("cannot open the ClickHouse telemetry store at {}", ch.url))?;
+        tracing::info!(url = %ch.url, database = %ch.database, cluster = ?ch.cluster, "telemetry store: ClickHouse");
+        return Ok(Telemetry::ClickHouse(store));
+    }
+    let mut tcfg = EmbeddedConfig::new(config.data_dir.join("telemetry"));
+    tcfg.flush_interval = config.flush_interval;
+    tcfg.retention_days = config.retention_days.clone();
+    tcfg.max_unflushed_bytes = config.max_unflushed_bytes;
+    let (telemetry, recovery) = EmbeddedStore::open(tcfg, Some(api::reconvert(limits.item)))
+        .context("cannot open the telemetry store")?;
+    if recovery.replayed_entries > 0 || recovery.truncated_bytes > 0 {
+        tracing::info!(
+            replayed = recovery.replayed_entries,
+            truncated_bytes = recovery.truncated_bytes,
+            orphans = recovery.removed_orphan_files,
+            "recovered the write-ahead log"
+        );
+    }
+    Ok(Telemetry::Embedded(telemetry))
 }
 
 fn random_secret(bytes: usize) -> String {
@@ -153,24 +213,11 @@ impl Server {
         let meta: Arc<dyn MetaStore> = Arc::new(meta);
         let generated_admin = bootstrap_admin(meta.as_ref(), &config).await?;
 
-        let mut tcfg = EmbeddedConfig::new(config.data_dir.join("telemetry"));
-        tcfg.flush_interval = config.flush_interval;
-        tcfg.retention_days = config.retention_days.clone();
-        tcfg.max_unflushed_bytes = config.max_unflushed_bytes;
         let limits = IngestLimits {
             max_in_flight: config.ingest_max_in_flight,
             ..IngestLimits::default()
         };
-        let (telemetry, recovery) = EmbeddedStore::open(tcfg, Some(api::reconvert(limits.item)))
-            .context("cannot open the telemetry store")?;
-        if recovery.replayed_entries > 0 || recovery.truncated_bytes > 0 {
-            tracing::info!(
-                replayed = recovery.replayed_entries,
-                truncated_bytes = recovery.truncated_bytes,
-                orphans = recovery.removed_orphan_files,
-                "recovered the write-ahead log"
-            );
-        }
+        let telemetry = open_telemetry(&config, &limits).await?;
 
         let tokens = iam::TokenKeys::new(
             &jwt_secret(&config.data_dir)?,
@@ -181,13 +228,7 @@ impl Server {
             Some(h) => Box::new(move || h.render()),
             None => Box::new(String::new),
         };
-        let state = AppState::new(
-            Arc::clone(&meta),
-            Arc::clone(&telemetry) as Arc<dyn TelemetryStore>,
-            tokens,
-            limits,
-            render,
-        );
+        let state = AppState::new(Arc::clone(&meta), telemetry.port(), tokens, limits, render);
 
         let api_listener = bind(config.http_addr, "the API").await?;
         let otlp_http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
@@ -272,7 +313,10 @@ impl Server {
             }
         }
         self.state.keys.flush_usage().await;
-        self.telemetry.close().await?;
+        match &self.telemetry {
+            Telemetry::Embedded(s) => s.close().await?,
+            Telemetry::ClickHouse(s) => s.flush().await?,
+        }
         tracing::info!("telemetry flushed; goodbye");
         Ok(())
     }

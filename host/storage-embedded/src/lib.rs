@@ -39,7 +39,10 @@ use datafusion::catalog::TableProvider;
 use model::Table;
 use parking_lot::{Mutex, RwLock};
 use query::TelemetryTables;
-use storage::{RawExport, Reconvert, StoreError, StoreStats, TableStats, TelemetryStore};
+use storage::{
+    DedupWindow, RawExport, Reconvert, StoreError, StoreStats, TableStats, TelemetryStore,
+    rows_dedup_token,
+};
 use tokio::sync::{oneshot, watch};
 
 use manifest::{FileMeta, Manifest};
@@ -119,7 +122,13 @@ struct Shared {
     flushed: watch::Sender<u64>,
     closed: AtomicBool,
     wal_bytes: AtomicU64,
+    /// Tokens of recent acknowledged writes: a retried write is acknowledged again, not stored
+    /// twice. Rebuilt from the logged requests on replay.
+    recent: Mutex<DedupWindow>,
 }
+
+/// How many recent writes a retry is recognised among.
+const DEDUP_WINDOW: usize = 100_000;
 
 enum Cmd {
     Write {
@@ -180,6 +189,7 @@ impl EmbeddedStore {
         };
 
         let mut active = MemTable::default();
+        let mut recent = DedupWindow::new(DEDUP_WINDOW);
         let mut last = manifest.flushed_segment;
         let mut wal_bytes = 0;
         for seg in wal::list_segments(&wal_dir)? {
@@ -196,6 +206,7 @@ impl EmbeddedStore {
                 match entry {
                     wal::Replayed::Rows(rows) => append(&mut active, rows),
                     wal::Replayed::Request(raw) => {
+                        recent.insert(raw.dedup_token());
                         let Some(reconvert) = &reconvert else {
                             return Err(StoreError::Internal(
                                 "the write-ahead log holds logged requests but no converter was given".into(),
@@ -227,6 +238,7 @@ impl EmbeddedStore {
             flushed,
             closed: AtomicBool::new(false),
             wal_bytes: AtomicU64::new(wal_bytes),
+            recent: Mutex::new(recent),
             config,
         });
         let (tx, rx) = sync_channel(shared.config.queue_depth);
@@ -319,8 +331,23 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Queues a WAL entry and its rows for the group commit and waits for the fsync.
+    /// Queues a WAL entry and its rows for the group commit and waits for the fsync; a write
+    /// whose token was acknowledged recently is acknowledged without storing it again.
     async fn submit(
+        &self,
+        entry: Vec<u8>,
+        batches: Vec<(Table, RecordBatch)>,
+        token: u128,
+    ) -> Result<(), StoreError> {
+        if self.shared.recent.lock().contains(token) {
+            return Ok(());
+        }
+        self.submit_entry(entry, batches).await?;
+        self.shared.recent.lock().insert(token);
+        Ok(())
+    }
+
+    async fn submit_entry(
         &self,
         entry: Vec<u8>,
         batches: Vec<(Table, RecordBatch)>,
@@ -656,7 +683,8 @@ impl TelemetryStore for EmbeddedStore {
         }
         self.admit()?;
         let entry = wal::encode_entry(&batches).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.submit(entry, batches).await
+        let token = rows_dedup_token(&entry);
+        self.submit(entry, batches, token).await
     }
 
     async fn write_export(
@@ -668,7 +696,9 @@ impl TelemetryStore for EmbeddedStore {
             return Ok(());
         }
         self.admit()?;
-        self.submit(wal::encode_raw_entry(&raw), batches).await
+        let token = raw.dedup_token();
+        self.submit(wal::encode_raw_entry(&raw), batches, token)
+            .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -728,5 +758,13 @@ impl TelemetryStore for EmbeddedStore {
 
     fn is_ready(&self) -> bool {
         !self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    async fn enforce_retention(&self) -> Result<u64, StoreError> {
+        // Rows still in memory are younger than any retention worth having: flush first so
+        // that old rows written just now are in files retention can drop.
+        self.flush().await?;
+        let dropped = self.apply_retention(SystemTime::now())?;
+        Ok(dropped as u64)
     }
 }

@@ -22,6 +22,65 @@ pub struct RawExport {
     pub body: bytes::Bytes,
 }
 
+impl RawExport {
+    /// A digest of what the client sent (signal, encoding, scope and body, not the time it
+    /// arrived): the same request retried gets the same token, so a store can recognise it.
+    pub fn dedup_token(&self) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.signal.as_str().as_bytes());
+        h.update(&[u8::from(self.json)]);
+        for part in [
+            &self.scope.organization_id,
+            &self.scope.workspace_id,
+            &self.scope.tenant_id,
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(&self.body);
+        h.digest128()
+    }
+}
+
+/// A digest of encoded rows, for writes that have no request behind them.
+pub fn rows_dedup_token(encoded: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(encoded)
+}
+
+/// The tokens of recent writes, so that a retried write is acknowledged without being stored a
+/// second time. Bounded: the oldest tokens are forgotten first.
+#[derive(Debug)]
+pub struct DedupWindow {
+    capacity: usize,
+    seen: std::collections::HashSet<u128>,
+    order: std::collections::VecDeque<u128>,
+}
+
+impl DedupWindow {
+    pub fn new(capacity: usize) -> DedupWindow {
+        DedupWindow {
+            capacity: capacity.max(1),
+            seen: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    pub fn contains(&self, token: u128) -> bool {
+        self.seen.contains(&token)
+    }
+
+    pub fn insert(&mut self, token: u128) {
+        if self.seen.insert(token) {
+            self.order.push_back(token);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Turns a logged request back into rows (used when replaying a log).
 pub type Reconvert =
     Arc<dyn Fn(&RawExport) -> Result<Vec<(Table, RecordBatch)>, String> + Send + Sync>;
@@ -32,6 +91,18 @@ pub enum StoreError {
     /// The write path is saturated; nothing was stored. Retry after the given delay.
     #[error("telemetry store is saturated: {reason}")]
     Overloaded {
+        reason: &'static str,
+        retry_after: Duration,
+    },
+    /// The backing service cannot be reached or keeps failing; nothing was acknowledged.
+    #[error("telemetry store is unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// Too many writes are waiting on a slow backing service; nothing was stored.
+    #[error("telemetry store is busy: {reason}")]
+    Busy {
         reason: &'static str,
         retry_after: Duration,
     },
@@ -47,7 +118,10 @@ pub enum StoreError {
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Overloaded { .. } | StoreError::Closed => ErrorKind::Overloaded,
+            StoreError::Overloaded { .. } | StoreError::Unavailable { .. } | StoreError::Closed => {
+                ErrorKind::Overloaded
+            }
+            StoreError::Busy { .. } => ErrorKind::TooManyRequests,
             StoreError::Io(_) | StoreError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -55,7 +129,9 @@ impl StoreError {
     /// How long a client should wait before retrying, when retrying makes sense.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            StoreError::Overloaded { retry_after, .. } => Some(*retry_after),
+            StoreError::Overloaded { retry_after, .. }
+            | StoreError::Unavailable { retry_after, .. }
+            | StoreError::Busy { retry_after, .. } => Some(*retry_after),
             StoreError::Closed => Some(Duration::from_secs(5)),
             _ => None,
         }
@@ -88,6 +164,8 @@ pub trait TelemetryStore: TelemetryTables + Send + Sync + 'static {
     /// Stores the batches of one request, all or nothing.
     ///
     /// Returning `Ok` means the rows are durable: they survive a crash of the process.
+    /// A write identical to a recent one (same rows, or for [`TelemetryStore::write_export`] the
+    /// same request) is a retry: it is acknowledged and not stored twice.
     ///
     /// # Errors
     /// [`StoreError::Overloaded`] when the store cannot take more right now (nothing stored);
@@ -119,4 +197,11 @@ pub trait TelemetryStore: TelemetryTables + Send + Sync + 'static {
 
     /// Whether the store takes writes (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Drops rows older than their table's retention now, rather than when the store would on
+    /// its own. Returns how many files or parts were dropped, where the store knows.
+    ///
+    /// # Errors
+    /// When the store cannot apply retention.
+    async fn enforce_retention(&self) -> Result<u64, StoreError>;
 }
