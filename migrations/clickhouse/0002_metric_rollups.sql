@@ -27,7 +27,7 @@ ENGINE = {{engine AggregatingMergeTree}}
 PARTITION BY toYYYYMM(hour)
 ORDER BY (workspace_id, tenant_id, metric_name, service_name, metric_type, temporality, unit, organization_id, hour)
 TTL {{ttl metrics_v3_hourly hour}}
-SETTINGS ttl_only_drop_parts = 1;
+SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000;
 
 {{distributed metrics_v3_hourly rand()}};
 
@@ -67,7 +67,7 @@ ENGINE = {{engine AggregatingMergeTree}}
 PARTITION BY toYYYYMM(date)
 ORDER BY (workspace_id, tenant_id, metric_name, service_name, metric_type, temporality, unit, organization_id, date)
 TTL {{ttl metrics_v3_daily date}}
-SETTINGS ttl_only_drop_parts = 1;
+SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000;
 
 {{distributed metrics_v3_daily rand()}};
 

@@ -53,19 +53,21 @@ def quote(value):
 class Front:
     def __init__(self, data_dir):
         self.session = chdb.session.Session(data_dir)
-        self.use_lock = threading.Lock()
+        # chDB keeps query parameters and the current database on the session, not per query:
+        # concurrent queries would see each other's. One query at a time, then (the engine still
+        # runs each query on all cores).
+        self.lock = threading.Lock()
         self.tmp = tempfile.mkdtemp(prefix="chfront-")
 
     def run(self, sql, fmt, params, database):
-        if database:
-            # The session's current database is shared state: switch and query under one lock.
-            with self.use_lock:
-                self.session.query(f"USE `{database}`")
-                try:
-                    return self.session.query(sql, fmt, params=params).bytes()
-                finally:
-                    self.session.query("USE default")
-        return self.session.query(sql, fmt, params=params).bytes()
+        with self.lock:
+            if not database:
+                return self.session.query(sql, fmt, params=params).bytes()
+            self.session.query(f"USE `{database}`")
+            try:
+                return self.session.query(sql, fmt, params=params).bytes()
+            finally:
+                self.session.query("USE default")
 
     def execute(self, args, body):
         text = args.get("query", "")

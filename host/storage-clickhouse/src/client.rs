@@ -224,10 +224,27 @@ fn transport(e: &reqwest::Error, timeout: Duration) -> ChError {
     }
 }
 
+/// A query parameter value as ClickHouse parses it: in the escaped (TabSeparated) text form,
+/// where a raw tab or newline would end the value and a backslash starts an escape.
+fn escape_param(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn url_params(params: &[(String, String)], settings: &[(&str, String)]) -> Vec<(String, String)> {
     let mut q: Vec<(String, String)> = params
         .iter()
-        .map(|(k, v)| (format!("param_{k}"), v.clone()))
+        .map(|(k, v)| (format!("param_{k}"), escape_param(v)))
         .collect();
     q.extend(settings.iter().map(|(k, v)| ((*k).to_string(), v.clone())));
     q
@@ -308,5 +325,10 @@ mod tests {
         assert!(e.is_transient());
         assert!(error_from(503, None, "proxy: upstream down").is_transient());
         assert!(!error_from(500, None, "something").is_transient());
+    }
+
+    #[test]
+    fn parameter_values_are_escaped_for_clickhouse() {
+        assert_eq!(escape_param("a\tb\nc\\d'e"), "a\\tb\\nc\\\\d'e");
     }
 }

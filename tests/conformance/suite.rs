@@ -1,0 +1,508 @@
+//! The checks, each run against every backend.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use model::{Scope, Table, schema_of};
+use query::{QueryLimits, TelemetryTables, run_scoped_sql};
+use storage::TelemetryStore;
+
+use crate::data::{self, DAY, Export, HOUR, hour_start, now, scope};
+use crate::harness::{Backend, backends, clickhouse_with};
+
+async fn scoped(store: &dyn TelemetryStore, scope: &Scope, sql: &str) -> Vec<RecordBatch> {
+    let tables: &dyn TelemetryTables = store;
+    run_scoped_sql(tables, scope, sql, &QueryLimits::default())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .batches
+}
+
+async fn text(store: &dyn TelemetryStore, scope: &Scope, sql: &str) -> String {
+    pretty_format_batches(&scoped(store, scope, sql).await)
+        .expect("format")
+        .to_string()
+}
+
+async fn count(store: &dyn TelemetryStore, scope: &Scope, sql: &str) -> i64 {
+    let batches = scoped(store, scope, sql).await;
+    let col = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("an Int64 count");
+    col.value(0)
+}
+
+/// The same query over the rows as written (what a perfect store would answer).
+async fn expected(written: &[(Table, RecordBatch)], table: Table, sql: &str) -> String {
+    let ctx = SessionContext::new();
+    let batches: Vec<RecordBatch> = written
+        .iter()
+        .filter(|(t, _)| *t == table)
+        .map(|(_, b)| b.clone())
+        .collect();
+    let mem = MemTable::try_new(schema_of(table), vec![batches]).expect("memtable");
+    ctx.register_table(table.name(), Arc::new(mem))
+        .expect("register");
+    let out = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    pretty_format_batches(&out).expect("format").to_string()
+}
+
+fn rfc3339(nanos: u64) -> String {
+    let secs = i64::try_from(nanos / 1_000_000_000).unwrap_or(0);
+    let sub = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
+    chrono::DateTime::from_timestamp(secs, sub)
+        .expect("a valid time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[tokio::test]
+async fn every_signal_and_metric_type_round_trips() {
+    for b in backends().await {
+        let sc = scope("t-roundtrip");
+        let t0 = hour_start(1, 123_456_789);
+        let mut written = Vec::new();
+        written.extend(data::store(b.store.as_ref(), &sc, &Export::Traces(data::traces(t0))).await);
+        written.extend(
+            data::store(
+                b.store.as_ref(),
+                &sc,
+                &Export::Logs(data::logs("checkout", "rt", 5, t0)),
+            )
+            .await,
+        );
+        written
+            .extend(data::store(b.store.as_ref(), &sc, &Export::Metrics(data::metrics(t0))).await);
+        for (table, order) in [
+            (Table::Traces, "span_id"),
+            (Table::Logs, "timestamp, body"),
+            (Table::Metrics, "metric_name, value"),
+            (Table::Histograms, "metric_name, timestamp"),
+            (Table::Exemplars, "metric_name, value"),
+        ] {
+            let sql = format!("SELECT * FROM {} ORDER BY {order}", table.name());
+            let want = expected(&written, table, &sql).await;
+            let got = text(b.store.as_ref(), &sc, &sql).await;
+            assert!(
+                want.lines().count() > 4,
+                "{}: the data has {} rows",
+                b.name,
+                table.name()
+            );
+            assert_eq!(
+                got,
+                want,
+                "{}: {} differs from what was written",
+                b.name,
+                table.name()
+            );
+        }
+        // Nested events and links keep their fields.
+        let events = text(
+            b.store.as_ref(),
+            &sc,
+            "SELECT span_id, events[2]['name'] AS e, events[2]['attributes']['exception.type'] AS t, \
+             links[1]['trace_id'] AS l, links[1]['dropped_attributes_count'] AS d \
+             FROM traces_v3 WHERE cardinality(events) > 0 OR cardinality(links) > 0 ORDER BY span_id",
+        )
+        .await;
+        assert!(
+            events.contains("exception") && events.contains("Timeout"),
+            "{}: {events}",
+            b.name
+        );
+        assert!(events.contains(&"77".repeat(16)), "{}: {events}", b.name);
+        // The schema document's views.
+        let trace = "5a".repeat(16);
+        let by_trace = text(
+            b.store.as_ref(),
+            &sc,
+            &format!("SELECT body, span_id FROM logs_v3_by_trace WHERE trace_id = '{trace}'"),
+        )
+        .await;
+        assert!(
+            by_trace.contains("rt-0") && !by_trace.contains("rt-1"),
+            "{}: {by_trace}",
+            b.name
+        );
+        let spans = count(
+            b.store.as_ref(),
+            &sc,
+            &format!(
+                "SELECT count(*) FROM spans_v3 WHERE trace_id = '{trace}' AND span_kind = 'server'"
+            ),
+        )
+        .await;
+        assert_eq!(spans, 1, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn reads_are_confined_to_the_tenant_and_the_time_range() {
+    for b in backends().await {
+        let a = scope("tenant-a");
+        let bb = scope("tenant-b");
+        let other_ws = Scope {
+            workspace_id: "ws-2".into(),
+            ..scope("tenant-a")
+        };
+        let t0 = hour_start(3, 0);
+        data::store(
+            b.store.as_ref(),
+            &a,
+            &Export::Logs(data::logs("svc", "a", 10, t0)),
+        )
+        .await;
+        data::store(
+            b.store.as_ref(),
+            &bb,
+            &Export::Logs(data::logs("svc", "b", 4, t0)),
+        )
+        .await;
+        data::store(
+            b.store.as_ref(),
+            &other_ws,
+            &Export::Logs(data::logs("svc", "w", 2, t0)),
+        )
+        .await;
+        let all = "SELECT count(*) FROM logs_v3";
+        assert_eq!(count(b.store.as_ref(), &a, all).await, 10, "{}", b.name);
+        assert_eq!(count(b.store.as_ref(), &bb, all).await, 4, "{}", b.name);
+        assert_eq!(
+            count(b.store.as_ref(), &other_ws, all).await,
+            2,
+            "{}",
+            b.name
+        );
+        for sneaky in [
+            "SELECT count(*) FROM logs_v3 WHERE tenant_id = 'tenant-b'",
+            "SELECT count(*) FROM logs_v3 WHERE workspace_id = 'ws-2' OR tenant_id <> 'tenant-a'",
+            "SELECT count(*) FROM (SELECT * FROM logs_v3 UNION ALL SELECT * FROM logs_v3 WHERE body LIKE 'b-%') x WHERE body LIKE 'b-%'",
+        ] {
+            assert_eq!(
+                count(b.store.as_ref(), &a, sneaky).await,
+                0,
+                "{}: {sneaky}",
+                b.name
+            );
+        }
+        // Logs are 1 ms apart: [t0 + 3 ms, t0 + 7 ms) holds 4 of them.
+        let range = format!(
+            "SELECT count(*) FROM logs_v3 WHERE timestamp >= '{}' AND timestamp < '{}'",
+            rfc3339(t0 + 3_000_000),
+            rfc3339(t0 + 7_000_000)
+        );
+        assert_eq!(
+            count(b.store.as_ref(), &a, &range).await,
+            4,
+            "{}: {range}",
+            b.name
+        );
+        let between = format!(
+            "SELECT count(*) FROM logs_v3 WHERE timestamp BETWEEN '{}' AND '{}' AND severity_number >= 13",
+            rfc3339(t0),
+            rfc3339(t0 + 9_000_000)
+        );
+        // Severities cycle 9, 13, 17: of ten logs, i % 3 != 0 → 6.
+        assert_eq!(
+            count(b.store.as_ref(), &a, &between).await,
+            6,
+            "{}: {between}",
+            b.name
+        );
+        let listed = "SELECT count(*) FROM logs_v3 WHERE severity_text IN ('WARN', 'ERROR') AND body <> 'a-1'";
+        assert_eq!(count(b.store.as_ref(), &a, listed).await, 5, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn retention_drops_rows_older_than_the_table_keeps() {
+    for b in backends().await {
+        let sc = scope("t-retention");
+        let old = now() - 100 * DAY;
+        let recent = now() - HOUR;
+        data::store(
+            b.store.as_ref(),
+            &sc,
+            &Export::Logs(data::logs("svc", "old", 3, old)),
+        )
+        .await;
+        data::store(
+            b.store.as_ref(),
+            &sc,
+            &Export::Logs(data::logs("svc", "new", 2, recent)),
+        )
+        .await;
+        b.store.enforce_retention().await.expect("retention runs");
+        let left = text(
+            b.store.as_ref(),
+            &sc,
+            "SELECT body FROM logs_v3 ORDER BY body",
+        )
+        .await;
+        assert!(
+            !left.contains("old-"),
+            "{}: logs keep 30 days: {left}",
+            b.name
+        );
+        assert!(
+            left.contains("new-0") && left.contains("new-1"),
+            "{}: {left}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn rollups_equal_the_raw_aggregates() {
+    for b in backends().await {
+        let sc = scope("t-rollup");
+        let h2 = hour_start(2, 0);
+        let h1 = hour_start(1, 0);
+        let sec = 1_000_000_000;
+        // Two requests, so a store that writes per request holds two parts for hour h2.
+        let first = data::gauge_points(
+            "load",
+            &[(h2 + sec, 1.0), (h2 + 2 * sec, 2.0), (h1 + sec, 10.0)],
+        );
+        let second = data::gauge_points("load", &[(h2 + 3 * sec, 6.0), (h2 + 4 * sec, 3.0)]);
+        data::store(b.store.as_ref(), &sc, &Export::Metrics(first)).await;
+        data::store(b.store.as_ref(), &sc, &Export::Metrics(second)).await;
+        let rollup = "SELECT hour, sum_value, min_value, max_value, count, avg_value \
+                      FROM metrics_v3_hourly WHERE metric_name = 'load' ORDER BY hour";
+        let raw = "SELECT date_trunc('hour', timestamp) AS hour, sum(value) AS sum_value, \
+                   min(value) AS min_value, max(value) AS max_value, \
+                   arrow_cast(count(value), 'UInt64') AS count, avg(value) AS avg_value \
+                   FROM metrics_v3 WHERE metric_name = 'load' GROUP BY 1 ORDER BY hour";
+        let got = text(b.store.as_ref(), &sc, rollup).await;
+        assert_eq!(got, text(b.store.as_ref(), &sc, raw).await, "{}", b.name);
+        assert!(
+            got.contains("| 12.0      | 1.0       | 6.0       | 4     | 3.0"),
+            "{}: {got}",
+            b.name
+        );
+        let daily = "SELECT date, sum_value, count FROM metrics_v3_daily WHERE metric_name = 'load' ORDER BY date";
+        let raw_daily = "SELECT arrow_cast(timestamp, 'Date32') AS date, sum(value) AS sum_value, \
+                         arrow_cast(count(value), 'UInt64') AS count FROM metrics_v3 \
+                         WHERE metric_name = 'load' GROUP BY 1 ORDER BY date";
+        assert_eq!(
+            text(b.store.as_ref(), &sc, daily).await,
+            text(b.store.as_ref(), &sc, raw_daily).await,
+            "{}",
+            b.name
+        );
+        // Another tenant's rollups are not visible.
+        let other = count(
+            b.store.as_ref(),
+            &scope("t-rollup-other"),
+            "SELECT count(*) FROM metrics_v3_hourly",
+        )
+        .await;
+        assert_eq!(other, 0, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_retried_batch_is_stored_once() {
+    for b in backends().await {
+        let sc = scope("t-dedup");
+        let t0 = hour_start(1, 0);
+        let (batches, raw) = data::convert(&Export::Logs(data::logs("svc", "req", 7, t0)), &sc);
+        for _ in 0..3 {
+            b.store
+                .write_export(batches.clone(), raw.clone())
+                .await
+                .expect("write");
+        }
+        assert_eq!(
+            count(b.store.as_ref(), &sc, "SELECT count(*) FROM logs_v3").await,
+            7,
+            "{}",
+            b.name
+        );
+        // Rows written without a request behind them are recognised by their content.
+        let (rows, _) = data::convert(&Export::Logs(data::logs("svc", "rows", 3, t0)), &sc);
+        b.store.write(rows.clone()).await.expect("write");
+        b.store.write(rows).await.expect("write");
+        assert_eq!(
+            count(b.store.as_ref(), &sc, "SELECT count(*) FROM logs_v3").await,
+            10,
+            "{}",
+            b.name
+        );
+        // The rollups see a retried metric request once too.
+        let (points, raw) = data::convert(
+            &Export::Metrics(data::gauge_points("dedup", &[(t0, 1.0), (t0 + 1, 2.0)])),
+            &sc,
+        );
+        b.store
+            .write_export(points.clone(), raw.clone())
+            .await
+            .expect("write");
+        b.store.write_export(points, raw).await.expect("write");
+        let n = count(
+            b.store.as_ref(),
+            &sc,
+            "SELECT arrow_cast(sum(count), 'Int64') FROM metrics_v3_hourly WHERE metric_name = 'dedup'",
+        )
+        .await;
+        assert_eq!(n, 2, "{}", b.name);
+        // A different tenant sending the same bytes is a different request.
+        let (batches, raw) = data::convert(
+            &Export::Logs(data::logs("svc", "req", 7, t0)),
+            &scope("t-dedup-2"),
+        );
+        b.store.write_export(batches, raw).await.expect("write");
+        assert_eq!(
+            count(
+                b.store.as_ref(),
+                &scope("t-dedup-2"),
+                "SELECT count(*) FROM logs_v3"
+            )
+            .await,
+            7,
+            "{}",
+            b.name
+        );
+    }
+}
+
+async fn clickhouse() -> Option<Backend> {
+    clickhouse_with(|_| {}).await
+}
+
+#[tokio::test]
+async fn clickhouse_migrations_are_recorded_and_run_once() {
+    let Some(b) = clickhouse().await else { return };
+    let ch = b.clickhouse.as_ref().expect("clickhouse");
+    let layout = ch.layout().clone();
+    let again = storage_clickhouse::migrate::apply(ch.client(), &layout)
+        .await
+        .expect("migrate again");
+    assert!(again.applied.is_empty(), "nothing left to apply: {again:?}");
+    assert_eq!(again.already, vec![1, 2, 3]);
+    let log = ch
+        .client()
+        .execute(
+            &format!(
+                "SELECT version, name FROM {} FINAL ORDER BY version FORMAT TabSeparated",
+                layout.qualified("migrations_log")
+            ),
+            &[],
+            &[],
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("read the log");
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "1\ttelemetry_tables\n2\tmetric_rollups\n3\tsystem_tables\n"
+    );
+    // Every table and view of the schema document exists.
+    let tables = ch
+        .client()
+        .execute(
+            "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name FORMAT TabSeparated",
+            &[("db".into(), layout.database.clone())],
+            &[],
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("list tables");
+    let tables = String::from_utf8_lossy(&tables);
+    for t in [
+        "alert_history",
+        "audit_logs",
+        "exemplars_v3",
+        "logs_v3",
+        "logs_v3_by_trace",
+        "metric_histograms",
+        "metrics_v3",
+        "metrics_v3_daily",
+        "metrics_v3_hourly",
+        "migrations_log",
+        "spans_v3",
+        "traces_v3",
+        "uptime_checks",
+    ] {
+        assert!(tables.lines().any(|l| l == t), "{t} missing from {tables}");
+    }
+}
+
+#[tokio::test]
+async fn clickhouse_accepts_the_generated_cluster_ddl() {
+    let Some(b) = clickhouse().await else { return };
+    let ch = b.clickhouse.as_ref().expect("clickhouse");
+    let mut layout = storage_clickhouse::Layout::single("tf_cluster");
+    layout.cluster = Some("prod_cluster".into());
+    let ddl = storage_clickhouse::migrate::full_ddl(&layout).expect("render");
+    assert!(ddl.len() > 20);
+    for stmt in ddl {
+        // ClickHouse's own parser checks every statement (running it needs a real cluster with
+        // Keeper; README says how).
+        ch.client()
+            .execute(
+                "SELECT formatQuery({q:String}) FORMAT TabSeparated",
+                &[("q".into(), stmt.clone())],
+                &[],
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("ClickHouse rejects {stmt}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn clickhouse_gets_user_values_only_as_typed_parameters() {
+    let Some(b) = clickhouse().await else { return };
+    let evil = scope("x' OR 1=1 OR tenant_id = '");
+    let plain = scope("plain");
+    let t0 = hour_start(1, 0);
+    data::store(
+        b.store.as_ref(),
+        &plain,
+        &Export::Logs(data::logs("svc", "p", 3, t0)),
+    )
+    .await;
+    data::store(
+        b.store.as_ref(),
+        &evil,
+        &Export::Logs(data::logs("svc", "e", 2, t0)),
+    )
+    .await;
+    assert_eq!(
+        count(b.store.as_ref(), &evil, "SELECT count(*) FROM logs_v3").await,
+        2
+    );
+    let q = "SELECT count(*) FROM logs_v3 WHERE body = 'p-1'' OR ''1''=''1'";
+    assert_eq!(count(b.store.as_ref(), &plain, q).await, 0);
+    assert_eq!(
+        count(
+            b.store.as_ref(),
+            &plain,
+            "SELECT count(*) FROM logs_v3 WHERE body = 'p-1'"
+        )
+        .await,
+        1
+    );
+    // Tabs, newlines and backslashes survive the trip as parameters (the constant folds into
+    // one literal, which is pushed down).
+    data::store(
+        b.store.as_ref(),
+        &plain,
+        &Export::Logs(data::logs("svc", "l1\nl2\t\\x", 2, t0)),
+    )
+    .await;
+    let q = "SELECT count(*) FROM logs_v3 WHERE body = concat('l1', chr(10), 'l2', chr(9), chr(92), 'x-1')";
+    assert_eq!(count(b.store.as_ref(), &plain, q).await, 1);
+}
