@@ -1,11 +1,12 @@
 //! Stores under test.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use storage::TelemetryStore;
 use storage_clickhouse::{ClickHouseConfig, ClickHouseStore};
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
+
+use crate::clickhouse_env::{clickhouse_url, fresh_database};
 
 /// One store under test, and what keeps it alive.
 pub struct Backend {
@@ -13,44 +14,6 @@ pub struct Backend {
     pub store: Arc<dyn TelemetryStore>,
     pub clickhouse: Option<Arc<ClickHouseStore>>,
     _dir: Option<tempfile::TempDir>,
-}
-
-/// The ClickHouse to test against: `CLICKHOUSE_URL`, or `None` after saying loudly why not.
-///
-/// # Panics
-/// When `TELEMETRYFLOW_REQUIRE_CLICKHOUSE=1` (CI) and no ClickHouse is configured.
-pub fn clickhouse_url() -> Option<String> {
-    match std::env::var("CLICKHOUSE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TELEMETRYFLOW_REQUIRE_CLICKHOUSE").as_deref() != Ok("1"),
-                "TELEMETRYFLOW_REQUIRE_CLICKHOUSE=1 but CLICKHOUSE_URL is not set: the ClickHouse \
-                 half of this suite must run here"
-            );
-            eprintln!(
-                "\n*** SKIPPING the ClickHouse half of this test: CLICKHOUSE_URL is not set. ***\n\
-                 *** Start one (tests/clickhouse/front.py, or a real server) and set        ***\n\
-                 *** CLICKHOUSE_URL=http://host:8123 to run it.                             ***\n"
-            );
-            None
-        }
-    }
-}
-
-static NEXT_DB: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh database name, unique per process and test.
-pub fn fresh_database(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::SeqCst),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    )
 }
 
 pub async fn embedded() -> Backend {

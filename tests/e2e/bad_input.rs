@@ -117,10 +117,12 @@ async fn bad_requests_get_the_status_the_spec_asks_for() {
     let r = post_otlp(c, &logs_url, Some(&key), pb, Some("zstd"), zbomb).await;
     assert_eq!(r.status(), 413);
 
-    // Only the accepted bodies were stored: 2 (x-api-key) + 2 × 2 big ones of 16 MiB - 1 and 16 MiB.
+    // Only the accepted bodies were stored: 2 (x-api-key) + the big ones of 16 MiB - 1 and
+    // 16 MiB. Each big body's gzip twin decompresses to the same request, which the store takes
+    // for a retry and acknowledges without storing it twice.
     assert_eq!(
         api.count(&admin, "SELECT COUNT(*) FROM logs_v3").await,
-        2 + 4
+        2 + 2
     );
     srv.shutdown().await;
 }

@@ -1,7 +1,11 @@
 //! End-to-end tests: a real server (in-process, or as a process where a crash is the point)
 //! driven through its public interfaces only: OTLP over HTTP and gRPC, the REST API, SQL.
 
+#[path = "../common/clickhouse_env.rs"]
+mod clickhouse_env;
 mod support;
+
+mod clickhouse_outage;
 
 mod bad_input;
 mod durability;

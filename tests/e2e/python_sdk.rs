@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{TestServer, python};
+use crate::support::{Api, TestServer, python};
 
 fn export(protocol: &str, endpoint: &str, key: &str, run: &str) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/export_all.py");
@@ -39,6 +39,18 @@ fn s(v: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_data_comes_back_through_sql_over_http_and_grpc() {
     let (srv, api, admin) = TestServer::with_admin().await;
+    round_trip(srv, api, admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_data_comes_back_from_clickhouse() {
+    let Some((srv, api, admin)) = TestServer::with_admin_on_clickhouse().await else {
+        return;
+    };
+    round_trip(srv, api, admin).await;
+}
+
+async fn round_trip(srv: TestServer, api: Api, admin: String) {
     let (key, key_body) = api
         .key(
             &admin,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use server::{Config, Server};
+use server::{ClickHouseSettings, Config, Server};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
@@ -24,6 +24,21 @@ pub fn test_config(dir: &Path) -> Config {
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         ..Config::default()
+    }
+}
+
+/// ClickHouse store settings for tests: a fresh database at `url`.
+pub fn clickhouse_settings(url: &str) -> ClickHouseSettings {
+    ClickHouseSettings {
+        url: url.to_string(),
+        user: None,
+        password: None,
+        database: crate::clickhouse_env::fresh_database("tf_e2e"),
+        cluster: None,
+        async_insert: false,
+        insert_timeout: Duration::from_secs(5),
+        retry_budget: Duration::from_secs(8),
+        max_concurrent_inserts: 32,
     }
 }
 
@@ -59,10 +74,22 @@ impl TestServer {
 
     /// A default server, an API client for it and the admin's access token.
     pub async fn with_admin() -> (TestServer, Api, String) {
-        let srv = TestServer::start().await;
+        TestServer::with_admin_tuned(|_| {}).await
+    }
+
+    /// [`TestServer::with_admin`] with its config tuned first.
+    pub async fn with_admin_tuned(tune: impl FnOnce(&mut Config)) -> (TestServer, Api, String) {
+        let srv = TestServer::start_with(tune).await;
         let api = Api::new(&srv.api);
         let admin = api.admin().await;
         (srv, api, admin)
+    }
+
+    /// [`TestServer::with_admin`] storing telemetry in ClickHouse (a fresh database), or `None`
+    /// when no ClickHouse is configured (the skip is announced; CI makes it a failure).
+    pub async fn with_admin_on_clickhouse() -> Option<(TestServer, Api, String)> {
+        let url = crate::clickhouse_env::clickhouse_url()?;
+        Some(TestServer::with_admin_tuned(|c| c.clickhouse = Some(clickhouse_settings(&url))).await)
     }
 
     pub async fn shutdown(mut self) {

@@ -2,11 +2,23 @@
 
 use serde_json::json;
 
-use crate::support::{TestServer, build, now_nanos, post_protobuf};
+use crate::support::{Api, TestServer, build, now_nanos, post_protobuf};
 
 #[tokio::test]
 async fn each_tenant_sees_only_its_own_rows() {
     let (srv, api, admin) = TestServer::with_admin().await;
+    tenants_see_their_own_rows(srv, api, admin).await;
+}
+
+#[tokio::test]
+async fn each_tenant_sees_only_its_own_rows_on_clickhouse() {
+    let Some((srv, api, admin)) = TestServer::with_admin_on_clickhouse().await else {
+        return;
+    };
+    tenants_see_their_own_rows(srv, api, admin).await;
+}
+
+async fn tenants_see_their_own_rows(srv: TestServer, api: Api, admin: String) {
     let (tenant_a, viewer_a) = api.tenant_with_viewer(&admin, "alpha").await;
     let (tenant_b, viewer_b) = api.tenant_with_viewer(&admin, "beta").await;
     let (key_a, _) = api.key(&admin, &["logs:write"], Some(&tenant_a)).await;

@@ -137,6 +137,28 @@ impl Client {
         Err(error_from(status.as_u16(), header_code, &body))
     }
 
+    /// `GET /ping`: whether the server answers at all.
+    ///
+    /// # Errors
+    /// [`ChError`] when it does not answer `Ok.`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), ChError> {
+        let resp = self
+            .send(
+                self.http.get(format!("{}ping", self.url)).timeout(timeout),
+                timeout,
+            )
+            .await?;
+        let body = resp.bytes().await.map_err(|e| transport(&e, timeout))?;
+        if body.starts_with(b"Ok.") {
+            Ok(())
+        } else {
+            Err(ChError::Decode(format!(
+                "/ping answered {:?}",
+                String::from_utf8_lossy(&body)
+            )))
+        }
+    }
+
     /// Runs one statement (SQL in the body) and returns the whole answer.
     ///
     /// `params` are `(name, value)` for the SQL's `{name:Type}` placeholders; `settings` are

@@ -131,14 +131,16 @@ impl ClickHouseStore {
         })?;
         let layout = config.layout();
         migrate::apply(&client, &layout).await?;
-        Ok(Arc::new(ClickHouseStore {
+        let store = Arc::new(ClickHouseStore {
             client,
             slots: Arc::new(Semaphore::new(config.max_concurrent_inserts.max(1))),
             layout: Arc::new(layout),
             config,
             written: Counters::default(),
             reachable: AtomicBool::new(true),
-        }))
+        });
+        watch_reachability(&store);
+        Ok(store)
     }
 
     pub fn client(&self) -> &Client {
@@ -201,6 +203,8 @@ impl ClickHouseStore {
                 Err(e) => e,
             };
             if !e.is_transient() {
+                metrics::counter!("telemetryflow_clickhouse_insert_failures_total", "table" => table.name())
+                    .increment(1);
                 return Err(StoreError::Internal(format!(
                     "insert into {} failed: {e}",
                     table.name()
@@ -211,6 +215,8 @@ impl ClickHouseStore {
             }
             metrics_retry(table);
             if started.elapsed() + backoff >= self.config.retry_budget {
+                metrics::counter!("telemetryflow_clickhouse_insert_failures_total", "table" => table.name())
+                    .increment(1);
                 tracing::warn!(table = table.name(), attempt, error = %e, "clickhouse insert failed; giving up");
                 return Err(StoreError::Unavailable {
                     reason: format!("ClickHouse insert into {} failed: {e}", table.name()),
@@ -276,7 +282,24 @@ impl ClickHouseStore {
     }
 }
 
-fn metrics_retry(_table: Table) {}
+fn metrics_retry(table: Table) {
+    metrics::counter!("telemetryflow_clickhouse_insert_retries_total", "table" => table.name())
+        .increment(1);
+}
+
+/// Keeps `reachable` true while ClickHouse answers `/ping`, so readiness recovers on its own
+/// after an outage even when no write comes to prove it. Stops when the store is dropped.
+fn watch_reachability(store: &Arc<ClickHouseStore>) {
+    let weak = Arc::downgrade(store);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let Some(store) = weak.upgrade() else { return };
+            let ok = store.client.ping(Duration::from_secs(2)).await.is_ok();
+            store.reachable.store(ok, Ordering::Relaxed);
+        }
+    });
+}
 
 impl TelemetryTables for ClickHouseStore {
     fn table_provider(&self, table: Table) -> Arc<dyn TableProvider> {

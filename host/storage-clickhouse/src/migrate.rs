@@ -23,13 +23,13 @@ pub struct Migration {
 }
 
 macro_rules! migration {
-    ($version:literal, $name:literal) => {
+    ($version:literal, $file:literal, $name:literal) => {
         Migration {
             version: $version,
             name: $name,
             template: include_str!(concat!(
                 "../../../migrations/clickhouse/",
-                stringify!($version),
+                $file,
                 "_",
                 $name,
                 ".sql"
@@ -40,9 +40,9 @@ macro_rules! migration {
 
 /// Every migration, in order. A test checks this list against the directory.
 pub static MIGRATIONS: &[Migration] = &[
-    migration!(0001, "telemetry_tables"),
-    migration!(0002, "metric_rollups"),
-    migration!(0003, "system_tables"),
+    migration!(1, "0001", "telemetry_tables"),
+    migration!(2, "0002", "metric_rollups"),
+    migration!(3, "0003", "system_tables"),
 ];
 
 /// Where and how the schema is laid out.
