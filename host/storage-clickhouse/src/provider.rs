@@ -417,3 +417,94 @@ fn to_schema(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::
     }
     conform(b, schema)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn table(source: Source) -> ChTable {
+        let client = Client::new(&crate::client::ClientConfig {
+            url: "http://127.0.0.1:1".into(),
+            user: None,
+            password: None,
+            connect_timeout: Duration::from_secs(1),
+        })
+        .expect("client");
+        ChTable::new(
+            client,
+            Arc::new(Layout::single("tf")),
+            source,
+            Duration::from_secs(1),
+        )
+    }
+
+    #[test]
+    fn filters_become_typed_parameters_and_never_sql_text() {
+        let t = table(Source::Table(Table::Logs));
+        let evil = "x' OR 1=1 --";
+        let filters = vec![
+            col("tenant_id").eq(lit(evil)),
+            col("severity_number").gt_eq(lit(9i64)),
+            col("timestamp").lt(lit(ScalarValue::TimestampNanosecond(
+                Some(5),
+                Some("UTC".into()),
+            ))),
+            col("body").like(lit("%x%")),
+        ];
+        let (sql, params) = t.sql(&["body".to_string()], &filters, Some(10));
+        assert!(!sql.contains(evil), "{sql}");
+        assert_eq!(
+            sql,
+            "SELECT `body` AS _c0 FROM `tf`.`logs_v3` WHERE `tenant_id` = {p0:String} AND \
+             `severity_number` >= {p1:Int64} AND `timestamp` < fromUnixTimestamp64Nano({p2:Int64}, 'UTC') LIMIT 10"
+        );
+        assert_eq!(
+            params,
+            vec![
+                ("p0".to_string(), evil.to_string()),
+                ("p1".to_string(), "9".to_string()),
+                ("p2".to_string(), "5".to_string())
+            ]
+        );
+        // LIKE is left to DataFusion.
+        let pushed = t
+            .supports_filters_pushdown(&filters.iter().collect::<Vec<_>>())
+            .expect("pushdown");
+        assert_eq!(pushed[3], TableProviderFilterPushDown::Unsupported);
+        assert_eq!(pushed[0], TableProviderFilterPushDown::Inexact);
+    }
+
+    #[test]
+    fn enums_compare_as_names_and_rollups_group_by_their_key() {
+        let t = table(Source::Table(Table::Traces));
+        let (sql, _) = t.sql(
+            &["span_kind".to_string()],
+            &[col("span_kind").in_list(vec![lit("server"), lit("client")], false)],
+            None,
+        );
+        assert!(sql.contains("CAST(`span_kind`, 'String') AS _c0"), "{sql}");
+        assert!(
+            sql.contains("CAST(`span_kind`, 'String') IN ({p0:String}, {p1:String})"),
+            "{sql}"
+        );
+
+        let r = table(Source::Rollup(Rollup::Hourly));
+        let (sql, _) = r.sql(
+            &["hour".to_string(), "avg_value".to_string()],
+            &[
+                col("metric_name").eq(lit("cpu")),
+                col("sum_value").gt(lit(1.0)),
+            ],
+            None,
+        );
+        assert!(
+            sql.contains("WHERE `metric_name` = {p0:String} GROUP BY `hour`"),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains("sum_value` >"),
+            "aggregates are filtered after grouping: {sql}"
+        );
+    }
+}
