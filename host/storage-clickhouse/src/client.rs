@@ -218,6 +218,9 @@ impl Client {
                 "output_format_arrow_low_cardinality_as_dictionary",
                 "0".into(),
             ),
+            // A reader that stops early (a LIMIT met, a cancelled request) drops the
+            // connection; ClickHouse then stops the query instead of finishing it.
+            ("cancel_http_readonly_queries_on_client_close", "1".into()),
         ];
         all.extend(settings.iter().cloned());
         let query = url_params(params, &all);
