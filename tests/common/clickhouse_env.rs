@@ -5,8 +5,6 @@
 //! tests skip and say so loudly, unless `TELEMETRYFLOW_REQUIRE_CLICKHOUSE=1` (set by CI), which
 //! turns the skip into a failure.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 /// The ClickHouse HTTP URL, or `None` after saying loudly why the test skips.
 ///
 /// # Panics
@@ -33,17 +31,7 @@ pub fn require_or_skip(why: &str) {
     );
 }
 
-static NEXT_DB: AtomicU32 = AtomicU32::new(0);
-
 /// A fresh database name, unique per process and call.
 pub fn fresh_database(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::SeqCst),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    )
+    crate::unique::unique_name(prefix)
 }

@@ -9,3 +9,5 @@ mod clickhouse_env;
 mod data;
 mod harness;
 mod suite;
+#[path = "../common/unique.rs"]
+mod unique;

@@ -3,7 +3,11 @@
 
 #[path = "../common/clickhouse_env.rs"]
 mod clickhouse_env;
+#[path = "../common/postgres_env.rs"]
+mod postgres_env;
 mod support;
+#[path = "../common/unique.rs"]
+mod unique;
 
 mod clickhouse_outage;
 

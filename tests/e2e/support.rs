@@ -85,6 +85,13 @@ impl TestServer {
         (srv, api, admin)
     }
 
+    /// [`TestServer::with_admin`] keeping metadata in PostgreSQL (a fresh database), or `None`
+    /// when no PostgreSQL is configured (announced; CI makes it a failure).
+    pub async fn with_admin_on_postgres() -> Option<(TestServer, Api, String)> {
+        let url = crate::postgres_env::fresh_postgres().await?;
+        Some(TestServer::with_admin_tuned(|c| c.postgres_url = Some(url)).await)
+    }
+
     /// [`TestServer::with_admin`] storing telemetry in ClickHouse (a fresh database), or `None`
     /// when no ClickHouse is configured (the skip is announced; CI makes it a failure).
     pub async fn with_admin_on_clickhouse() -> Option<(TestServer, Api, String)> {

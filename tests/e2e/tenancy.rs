@@ -18,6 +18,14 @@ async fn each_tenant_sees_only_its_own_rows_on_clickhouse() {
     tenants_see_their_own_rows(srv, api, admin).await;
 }
 
+#[tokio::test]
+async fn each_tenant_sees_only_its_own_rows_with_postgres_metadata() {
+    let Some((srv, api, admin)) = TestServer::with_admin_on_postgres().await else {
+        return;
+    };
+    tenants_see_their_own_rows(srv, api, admin).await;
+}
+
 async fn tenants_see_their_own_rows(srv: TestServer, api: Api, admin: String) {
     let (tenant_a, viewer_a) = api.tenant_with_viewer(&admin, "alpha").await;
     let (tenant_b, viewer_b) = api.tenant_with_viewer(&admin, "beta").await;

@@ -18,7 +18,8 @@ struct Cli {
 enum Command {
     /// Start the server (embedded storage by default: no external service needed).
     Serve(ServeArgs),
-    /// Apply pending metadata migrations (and ClickHouse ones with
+    /// Apply pending metadata migrations (SQLite, or PostgreSQL with `--meta-store postgres`;
+    /// and ClickHouse ones with
     /// `--telemetry-store clickhouse`) and exit.
     Migrate(ServeArgs),
     /// Print the ClickHouse DDL (every migration, rendered) for review or to run by hand.
@@ -97,11 +98,14 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => {
             let config = Config::resolve(&args)?;
             std::fs::create_dir_all(&config.data_dir)?;
-            storage_sqlite::SqliteMetaStore::open(&config.data_dir.join("metadata.db")).await?;
-            println!(
-                "metadata migrations applied in {}",
-                config.data_dir.display()
-            );
+            crate::open_meta(&config).await?;
+            match &config.postgres_url {
+                Some(_) => println!("metadata migrations applied in PostgreSQL"),
+                None => println!(
+                    "metadata migrations applied in {}",
+                    config.data_dir.display()
+                ),
+            }
             if let Some(ch) = &config.clickhouse {
                 let c = crate::clickhouse_config(&config, ch);
                 let client = storage_clickhouse::Client::new(&storage_clickhouse::ClientConfig {

@@ -40,6 +40,12 @@ pub struct ServeArgs {
     /// Password of the admin created at first start; generated and printed once when unset.
     #[arg(long, env = "TELEMETRYFLOW_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// Where metadata is stored: `sqlite` (default; `<data-dir>/metadata.db`) or `postgres`.
+    #[arg(long, env = "TELEMETRYFLOW_META_STORE")]
+    pub meta_store: Option<MetaBackend>,
+    /// PostgreSQL URL for `--meta-store postgres`, e.g. postgres://user:pass@host:5432/db
+    #[arg(long, env = "TELEMETRYFLOW_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Where telemetry is stored: `embedded` (default; WAL + Parquet in the data dir) or
     /// `clickhouse`.
     #[arg(long, env = "TELEMETRYFLOW_TELEMETRY_STORE")]
@@ -63,6 +69,15 @@ pub struct ServeArgs {
     /// Cluster name: `ON CLUSTER` DDL, ReplicatedMergeTree tables and Distributed tables.
     #[arg(long, env = "TELEMETRYFLOW_CLICKHOUSE_CLUSTER")]
     pub clickhouse_cluster: Option<String>,
+}
+
+/// The metadata backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaBackend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 /// The telemetry backends.
@@ -104,6 +119,8 @@ pub struct FileConfig {
     /// Days to keep per table, e.g. `traces_v3 = 14`.
     #[serde(default)]
     pub retention_days: BTreeMap<String, u32>,
+    pub meta_store: Option<MetaBackend>,
+    pub database_url: Option<String>,
     pub telemetry_store: Option<TelemetryBackend>,
     pub clickhouse_url: Option<String>,
     pub clickhouse_user: Option<String>,
@@ -136,6 +153,8 @@ pub struct Config {
     pub max_unflushed_bytes: usize,
     /// `None`: the embedded store.
     pub clickhouse: Option<ClickHouseSettings>,
+    /// `None`: SQLite in the data dir; `Some(url)`: PostgreSQL.
+    pub postgres_url: Option<String>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -160,6 +179,7 @@ impl Default for Config {
             ingest_max_in_flight: 64,
             max_unflushed_bytes: 1 << 30,
             clickhouse: None,
+            postgres_url: None,
         }
     }
 }
@@ -216,8 +236,20 @@ impl Config {
                 max_concurrent_inserts: file.clickhouse_max_concurrent_inserts.unwrap_or(32),
             }),
         };
+        let postgres_url = match args.meta_store.or(file.meta_store).unwrap_or_default() {
+            MetaBackend::Sqlite => None,
+            MetaBackend::Postgres => Some(
+                args.database_url
+                    .clone()
+                    .or(file.database_url.clone())
+                    .context(
+                        "--meta-store postgres needs --database-url (TELEMETRYFLOW_DATABASE_URL)",
+                    )?,
+            ),
+        };
         Ok(Config {
             clickhouse,
+            postgres_url,
             data_dir: args
                 .data_dir
                 .clone()

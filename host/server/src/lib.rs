@@ -15,11 +15,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use storage::{MetaStore, TelemetryStore};
 use storage_clickhouse::{ClickHouseConfig, ClickHouseStore};
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
+use storage_postgres::PostgresMetaStore;
 use storage_sqlite::SqliteMetaStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ClickHouseSettings, Config, ServeArgs, TelemetryBackend};
+pub use config::{ClickHouseSettings, Config, MetaBackend, ServeArgs, TelemetryBackend};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -88,6 +89,25 @@ pub fn clickhouse_config(config: &Config, ch: &ClickHouseSettings) -> ClickHouse
         .map(|(t, d)| (t.name().to_string(), *d))
         .collect();
     c
+}
+
+/// Opens the configured metadata store and applies its pending migrations.
+///
+/// # Errors
+/// When the store cannot be opened or a migration fails.
+pub async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match &config.postgres_url {
+        Some(url) => Arc::new(
+            PostgresMetaStore::connect(url)
+                .await
+                .context("cannot open the PostgreSQL metadata store")?,
+        ),
+        None => Arc::new(
+            SqliteMetaStore::open(&config.data_dir.join("metadata.db"))
+                .await
+                .context("cannot open the metadata store")?,
+        ),
+    })
 }
 
 async fn open_telemetry(config: &Config, limits: &IngestLimits) -> anyhow::Result<Telemetry> {
@@ -207,10 +227,7 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let meta = SqliteMetaStore::open(&config.data_dir.join("metadata.db"))
-            .await
-            .context("cannot open the metadata store")?;
-        let meta: Arc<dyn MetaStore> = Arc::new(meta);
+        let meta = open_meta(&config).await?;
         let generated_admin = bootstrap_admin(meta.as_ref(), &config).await?;
 
         let limits = IngestLimits {

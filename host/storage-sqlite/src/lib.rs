@@ -49,41 +49,6 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Permissions each role type gets in a new tenant.
-fn role_permissions(role: RoleType) -> Vec<String> {
-    const RESOURCES: [&str; 6] = ["user", "metric", "log", "trace", "dashboard", "alert"];
-    const TELEMETRY: [&str; 5] = ["metric", "log", "trace", "dashboard", "alert"];
-    let mut out = Vec::new();
-    match role {
-        RoleType::Admin => {
-            for r in RESOURCES {
-                for a in ["read", "write", "delete", "admin"] {
-                    out.push(format!("{r}:{a}"));
-                }
-            }
-        }
-        RoleType::Developer => {
-            out.push("user:read".to_string());
-            for r in TELEMETRY {
-                for a in ["read", "write", "delete"] {
-                    out.push(format!("{r}:{a}"));
-                }
-            }
-        }
-        RoleType::Viewer | RoleType::Demo => {
-            for r in RESOURCES {
-                out.push(format!("{r}:read"));
-            }
-        }
-        RoleType::Service => {
-            for r in ["metric", "log", "trace"] {
-                out.push(format!("{r}:write"));
-            }
-        }
-    }
-    out
-}
-
 /// The SQLite metadata store.
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
@@ -133,7 +98,7 @@ impl SqliteMetaStore {
             .execute(&mut **tx)
             .await
             .map_err(backend)?;
-            for perm in role_permissions(role) {
+            for perm in role.default_permissions() {
                 sqlx::query(
                     "INSERT INTO role_permissions (role_permission_id, role_id, permission_id, granted_at) \
                      VALUES (?, ?, ?, ?)",

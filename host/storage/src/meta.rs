@@ -54,6 +54,41 @@ impl RoleType {
         }
     }
 
+    /// The permissions this role type gets in a new tenant (`resource:action`).
+    pub fn default_permissions(self) -> Vec<String> {
+        const RESOURCES: [&str; 6] = ["user", "metric", "log", "trace", "dashboard", "alert"];
+        const TELEMETRY: [&str; 5] = ["metric", "log", "trace", "dashboard", "alert"];
+        let mut out = Vec::new();
+        match self {
+            RoleType::Admin => {
+                for r in RESOURCES {
+                    for a in ["read", "write", "delete", "admin"] {
+                        out.push(format!("{r}:{a}"));
+                    }
+                }
+            }
+            RoleType::Developer => {
+                out.push("user:read".to_string());
+                for r in TELEMETRY {
+                    for a in ["read", "write", "delete"] {
+                        out.push(format!("{r}:{a}"));
+                    }
+                }
+            }
+            RoleType::Viewer | RoleType::Demo => {
+                for r in RESOURCES {
+                    out.push(format!("{r}:read"));
+                }
+            }
+            RoleType::Service => {
+                for r in ["metric", "log", "trace"] {
+                    out.push(format!("{r}:write"));
+                }
+            }
+        }
+        out
+    }
+
     pub fn parse(s: &str) -> Option<RoleType> {
         RoleType::ALL.into_iter().find(|r| r.as_str() == s)
     }
