@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use server::{ClickHouseSettings, Config, Server};
+use server::{ClickHouseConfig, Config, Server};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
@@ -28,18 +28,10 @@ pub fn test_config(dir: &Path) -> Config {
 }
 
 /// ClickHouse store settings for tests: a fresh database at `url`.
-pub fn clickhouse_settings(url: &str) -> ClickHouseSettings {
-    ClickHouseSettings {
-        url: url.to_string(),
-        user: None,
-        password: None,
-        database: crate::clickhouse_env::fresh_database("tf_e2e"),
-        cluster: None,
-        async_insert: false,
-        insert_timeout: Duration::from_secs(5),
-        retry_budget: Duration::from_secs(8),
-        max_concurrent_inserts: 32,
-    }
+pub fn clickhouse_settings(url: &str) -> ClickHouseConfig {
+    let mut c = ClickHouseConfig::new(url);
+    c.database = crate::clickhouse_env::fresh_database("tf_e2e");
+    c
 }
 
 /// A server running inside the test process on ephemeral ports.

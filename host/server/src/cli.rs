@@ -106,15 +106,8 @@ pub async fn main() -> anyhow::Result<()> {
                     config.data_dir.display()
                 ),
             }
-            if let Some(ch) = &config.clickhouse {
-                let c = crate::clickhouse_config(&config, ch);
-                let client = storage_clickhouse::Client::new(&storage_clickhouse::ClientConfig {
-                    url: c.url.clone(),
-                    user: c.user.clone(),
-                    password: c.password.clone(),
-                    connect_timeout: std::time::Duration::from_secs(5),
-                })?;
-                let done = storage_clickhouse::migrate::apply(&client, &c.layout()).await?;
+            if let Some(c) = crate::clickhouse_config(&config) {
+                let done = storage_clickhouse::migrate_only(&c).await?;
                 println!(
                     "clickhouse migrations at {}: applied {:?}, already applied {:?}",
                     c.url, done.applied, done.already

@@ -89,20 +89,6 @@ pub enum TelemetryBackend {
     Clickhouse,
 }
 
-/// ClickHouse settings, resolved.
-#[derive(Debug, Clone)]
-pub struct ClickHouseSettings {
-    pub url: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub database: String,
-    pub cluster: Option<String>,
-    pub async_insert: bool,
-    pub insert_timeout: Duration,
-    pub retry_budget: Duration,
-    pub max_concurrent_inserts: usize,
-}
-
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,7 +138,7 @@ pub struct Config {
     pub ingest_max_in_flight: usize,
     pub max_unflushed_bytes: usize,
     /// `None`: the embedded store.
-    pub clickhouse: Option<ClickHouseSettings>,
+    pub clickhouse: Option<storage_clickhouse::ClickHouseConfig>,
     /// `None`: SQLite in the data dir; `Some(url)`: PostgreSQL.
     pub postgres_url: Option<String>,
 }
@@ -208,33 +194,44 @@ impl Config {
             .unwrap_or_default();
         let clickhouse = match backend {
             TelemetryBackend::Embedded => None,
-            TelemetryBackend::Clickhouse => Some(ClickHouseSettings {
-                url: args
+            TelemetryBackend::Clickhouse => {
+                let url = args
                     .clickhouse_url
                     .clone()
                     .or(file.clickhouse_url.clone())
-                    .context("--telemetry-store clickhouse needs --clickhouse-url (TELEMETRYFLOW_CLICKHOUSE_URL)")?,
-                user: args.clickhouse_user.clone().or(file.clickhouse_user.clone()),
-                password: args
+                    .context("--telemetry-store clickhouse needs --clickhouse-url (TELEMETRYFLOW_CLICKHOUSE_URL)")?;
+                let mut c = storage_clickhouse::ClickHouseConfig::new(url);
+                c.user = args
+                    .clickhouse_user
+                    .clone()
+                    .or(file.clickhouse_user.clone());
+                c.password = args
                     .clickhouse_password
                     .clone()
-                    .or(file.clickhouse_password.clone()),
-                database: args
+                    .or(file.clickhouse_password.clone());
+                if let Some(db) = args
                     .clickhouse_database
                     .clone()
                     .or(file.clickhouse_database.clone())
-                    .unwrap_or_else(|| "telemetryflow".into()),
-                cluster: args
+                {
+                    c.database = db;
+                }
+                c.cluster = args
                     .clickhouse_cluster
                     .clone()
-                    .or(file.clickhouse_cluster.clone()),
-                async_insert: file.clickhouse_async_insert.unwrap_or(false),
-                insert_timeout: Duration::from_secs(
-                    file.clickhouse_insert_timeout_secs.unwrap_or(5).max(1),
-                ),
-                retry_budget: Duration::from_secs(file.clickhouse_retry_budget_secs.unwrap_or(8)),
-                max_concurrent_inserts: file.clickhouse_max_concurrent_inserts.unwrap_or(32),
-            }),
+                    .or(file.clickhouse_cluster.clone());
+                c.async_insert = file.clickhouse_async_insert.unwrap_or(c.async_insert);
+                if let Some(secs) = file.clickhouse_insert_timeout_secs {
+                    c.insert_timeout = Duration::from_secs(secs.max(1));
+                }
+                if let Some(secs) = file.clickhouse_retry_budget_secs {
+                    c.retry_budget = Duration::from_secs(secs);
+                }
+                if let Some(n) = file.clickhouse_max_concurrent_inserts {
+                    c.max_concurrent_inserts = n;
+                }
+                Some(c)
+            }
         };
         let postgres_url = match args.meta_store.or(file.meta_store).unwrap_or_default() {
             MetaBackend::Sqlite => None,

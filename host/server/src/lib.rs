@@ -13,14 +13,15 @@ use anyhow::Context;
 use api::{AppState, IngestLimits};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use storage::{MetaStore, TelemetryStore};
-use storage_clickhouse::{ClickHouseConfig, ClickHouseStore};
+use storage_clickhouse::ClickHouseStore;
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use storage_postgres::PostgresMetaStore;
 use storage_sqlite::SqliteMetaStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ClickHouseSettings, Config, MetaBackend, ServeArgs, TelemetryBackend};
+pub use config::{Config, MetaBackend, ServeArgs, TelemetryBackend};
+pub use storage_clickhouse::ClickHouseConfig;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -72,23 +73,15 @@ impl Telemetry {
     }
 }
 
-/// The ClickHouse store settings for `config` (which must name ClickHouse).
-pub fn clickhouse_config(config: &Config, ch: &ClickHouseSettings) -> ClickHouseConfig {
-    let mut c = ClickHouseConfig::new(ch.url.clone());
-    c.user = ch.user.clone();
-    c.password = ch.password.clone();
-    c.database = ch.database.clone();
-    c.cluster = ch.cluster.clone();
-    c.async_insert = ch.async_insert;
-    c.insert_timeout = ch.insert_timeout;
-    c.retry_budget = ch.retry_budget;
-    c.max_concurrent_inserts = ch.max_concurrent_inserts;
+/// The ClickHouse store settings of `config`, with its retention (`None`: embedded store).
+pub fn clickhouse_config(config: &Config) -> Option<ClickHouseConfig> {
+    let mut c = config.clickhouse.clone()?;
     c.retention_days = config
         .retention_days
         .iter()
         .map(|(t, d)| (t.name().to_string(), *d))
         .collect();
-    c
+    Some(c)
 }
 
 /// Opens the configured metadata store and applies its pending migrations.
@@ -111,8 +104,8 @@ pub async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
 }
 
 async fn open_telemetry(config: &Config, limits: &IngestLimits) -> anyhow::Result<Telemetry> {
-    if let Some(ch) = &config.clickhouse {
-        let store = ClickHouseStore::connect(clickhouse_config(config, ch))
+    if let Some(ch) = clickhouse_config(config) {
+        let store = ClickHouseStore::connect(ch.clone())
             .await
             .with_context(|| format!("cannot open the ClickHouse telemetry store at {}", ch.url))?;
         tracing::info!(url = %ch.url, database = %ch.database, cluster = ?ch.cluster, "telemetry store: ClickHouse");

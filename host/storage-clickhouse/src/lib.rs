@@ -84,6 +84,19 @@ impl ClickHouseConfig {
         }
     }
 
+    /// A client for this server.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn client(&self) -> Result<Client, ChError> {
+        Client::new(&ClientConfig {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            connect_timeout: Duration::from_secs(3),
+        })
+    }
+
     pub fn layout(&self) -> Layout {
         Layout {
             database: self.database.clone(),
@@ -99,6 +112,27 @@ struct Counters {
     bytes: [AtomicU64; 5],
 }
 
+/// Applies pending migrations without opening a store (`telemetryflow migrate`).
+///
+/// # Errors
+/// As [`migrate::apply`].
+pub async fn migrate_only(config: &ClickHouseConfig) -> Result<migrate::Applied, MigrateError> {
+    migrate::apply(&config.client()?, &config.layout()).await
+}
+
+fn insert_sql(layout: &Layout, table: Table) -> String {
+    let columns: Vec<String> = model::schema_of(table)
+        .fields()
+        .iter()
+        .map(|f| migrate::ident(f.name()))
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) FORMAT ArrowStream",
+        layout.qualified(table.name()),
+        columns.join(", ")
+    )
+}
+
 fn table_index(t: Table) -> usize {
     Table::ALL.iter().position(|x| *x == t).unwrap_or(0)
 }
@@ -110,6 +144,8 @@ pub struct ClickHouseStore {
     config: ClickHouseConfig,
     layout: Arc<Layout>,
     slots: Arc<Semaphore>,
+    /// The INSERT statement of each table, in [`Table::ALL`] order.
+    insert_sql: [String; 5],
     /// Rows and bytes this process wrote (`/metrics`); ClickHouse's own totals are in
     /// `system.parts`.
     written: Counters,
@@ -123,16 +159,13 @@ impl ClickHouseStore {
     /// # Errors
     /// When ClickHouse cannot be reached or a migration fails.
     pub async fn connect(config: ClickHouseConfig) -> Result<Arc<ClickHouseStore>, MigrateError> {
-        let client = Client::new(&ClientConfig {
-            url: config.url.clone(),
-            user: config.user.clone(),
-            password: config.password.clone(),
-            connect_timeout: Duration::from_secs(3),
-        })?;
+        let client = config.client()?;
         let layout = config.layout();
         migrate::apply(&client, &layout).await?;
+        let insert_sql = Table::ALL.map(|t| insert_sql(&layout, t));
         let store = Arc::new(ClickHouseStore {
             client,
+            insert_sql,
             slots: Arc::new(Semaphore::new(config.max_concurrent_inserts.max(1))),
             layout: Arc::new(layout),
             config,
@@ -151,20 +184,6 @@ impl ClickHouseStore {
         &self.layout
     }
 
-    fn insert_sql(&self, table: Table) -> String {
-        let schema = model::schema_of(table);
-        let columns: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| migrate::ident(f.name()))
-            .collect();
-        format!(
-            "INSERT INTO {} ({}) FORMAT ArrowStream",
-            self.layout.qualified(table.name()),
-            columns.join(", ")
-        )
-    }
-
     /// One table's rows, retried on transient errors with the same token until the budget is
     /// spent.
     async fn insert_table(
@@ -174,7 +193,7 @@ impl ClickHouseStore {
         token: String,
         started: Instant,
     ) -> Result<(), StoreError> {
-        let sql = self.insert_sql(table);
+        let sql = &self.insert_sql[table_index(table)];
         let mut settings: Vec<(&str, String)> = vec![
             ("insert_deduplicate", "1".into()),
             ("insert_deduplication_token", token),
@@ -193,7 +212,7 @@ impl ClickHouseStore {
             attempt += 1;
             let result = self
                 .client
-                .insert(&sql, &settings, body.clone(), self.config.insert_timeout)
+                .insert(sql, &settings, body.clone(), self.config.insert_timeout)
                 .await;
             let e = match result {
                 Ok(()) => {
