@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Forbidden,
     /// The thing asked for does not exist in the caller's scope (404).
     NotFound,
+    /// The change clashes with what exists, e.g. a duplicate email or code (409).
+    Conflict,
     /// The request body is larger than allowed after decompression (413).
     TooLarge,
     /// The content type is not one we speak (415).

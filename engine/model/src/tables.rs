@@ -20,10 +20,22 @@ pub enum Table {
     Metrics,
     Histograms,
     Exemplars,
+    /// Who did what to IAM, and every sign-in (written by the host, read by admins only).
+    AuditLogs,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
+        Table::Traces,
+        Table::Logs,
+        Table::Metrics,
+        Table::Histograms,
+        Table::Exemplars,
+        Table::AuditLogs,
+    ];
+
+    /// The tables of telemetry signals, which users query.
+    pub const TELEMETRY: [Table; 5] = [
         Table::Traces,
         Table::Logs,
         Table::Metrics,
@@ -39,6 +51,7 @@ impl Table {
             Table::Metrics => "metrics_v3",
             Table::Histograms => "metric_histograms",
             Table::Exemplars => "exemplars_v3",
+            Table::AuditLogs => "audit_logs",
         }
     }
 
@@ -54,6 +67,7 @@ impl Table {
             Table::Metrics => 3,
             Table::Histograms => 4,
             Table::Exemplars => 5,
+            Table::AuditLogs => 6,
         }
     }
 
@@ -66,6 +80,7 @@ impl Table {
         match self {
             Table::Traces | Table::Logs | Table::Exemplars => 30,
             Table::Metrics | Table::Histograms => 90,
+            Table::AuditLogs => 400,
         }
     }
 }
@@ -264,13 +279,30 @@ fn exemplars_schema() -> Schema {
     Schema::new(f)
 }
 
-static SCHEMAS: LazyLock<[SchemaRef; 5]> = LazyLock::new(|| {
+fn audit_logs_schema() -> Schema {
+    let mut f = vec![
+        Field::new("timestamp", ts(), false),
+        s("user_id"),
+        s("action"),
+        s("resource_type"),
+        s("resource_id"),
+        s("ip_address"),
+        s("user_agent"),
+    ];
+    f.extend(tenant_fields());
+    f.push(s("result"));
+    f.push(s("metadata"));
+    Schema::new(f)
+}
+
+static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
     [
         Arc::new(traces_schema()),
         Arc::new(logs_schema()),
         Arc::new(metrics_schema()),
         Arc::new(histograms_schema()),
         Arc::new(exemplars_schema()),
+        Arc::new(audit_logs_schema()),
     ]
 });
 
@@ -282,6 +314,7 @@ pub fn schema_of(table: Table) -> SchemaRef {
         Table::Metrics => 2,
         Table::Histograms => 3,
         Table::Exemplars => 4,
+        Table::AuditLogs => 5,
     };
     Arc::clone(&SCHEMAS[i])
 }

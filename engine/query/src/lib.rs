@@ -7,6 +7,8 @@
 //!
 //! No IO of its own: the providers do the reading.
 
+mod audit;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -24,6 +26,8 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use model::{ErrorKind, Rollup, Scope, Table};
+
+pub use audit::{AuditFilter, audit_events};
 
 /// The port a telemetry store implements for reads: one provider per table, all tenants' rows.
 pub trait TelemetryTables: Send + Sync {
@@ -206,7 +210,7 @@ pub fn scoped_context(
         .build_arc()?;
     let config = SessionConfig::new().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for table in Table::ALL {
+    for table in Table::TELEMETRY {
         let plan = scoped_plan(tables, table, scope)?;
         match table {
             Table::Traces => {

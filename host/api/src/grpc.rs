@@ -88,17 +88,33 @@ impl Otlp {
                 .remote_addr()
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default();
-            let principal = self.state.keys.verify(&token, &ip).await?;
-            authorize(&principal, signal)?;
-            let _permit = admit(&self.state)?;
-            ingest(
-                &self.state,
-                &principal,
-                wrap(request.into_inner()),
-                None,
-                "grpc",
-            )
-            .await
+            let endpoint = match signal {
+                Signal::Traces => "grpc:traces",
+                Signal::Logs => "grpc:logs",
+                Signal::Metrics => "grpc:metrics",
+            };
+            let principal = self.state.keys.verify(&token, &ip, endpoint).await?;
+            let outcome = async {
+                authorize(&principal, signal)?;
+                let _permit = admit(&self.state)?;
+                ingest(
+                    &self.state,
+                    &principal,
+                    wrap(request.into_inner()),
+                    None,
+                    "grpc",
+                )
+                .await
+            }
+            .await;
+            let status = match &outcome {
+                Ok(_) => 200,
+                Err(e) => e.status().as_u16(),
+            };
+            self.state
+                .keys
+                .note(principal.actor(), endpoint, status, &ip);
+            outcome
         }
         .await;
         result.map_err(|e| {

@@ -4,20 +4,26 @@
 //! one place where errors turn into HTTP (or gRPC) answers. Handlers depend on the storage ports
 //! and on `iam`, never on a concrete backend.
 
+mod audit;
 mod auth;
+mod auth_routes;
 mod error;
 mod grpc;
+mod iam_routes;
 mod ingest;
+mod mail;
 mod otlp_http;
 mod routes;
 mod sql_json;
 
 use std::sync::Arc;
 
-pub use auth::ApiKeyVerifier;
+pub use audit::{AuditEvent, AuditLog, AuditResult};
+pub use auth::{AccessCache, ApiKeyVerifier, Client};
 pub use error::ApiError;
 pub use grpc::grpc_services;
 pub use ingest::reconvert;
+pub use mail::{Mailer, SmtpMailer};
 pub use otlp_http::otlp_router;
 pub use routes::api_router;
 
@@ -44,12 +50,67 @@ impl Default for IngestLimits {
     }
 }
 
+/// Who may register, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Nobody: admins create users.
+    Closed,
+    /// With an invitation an admin sent (the default).
+    Invite,
+    /// Anyone, who then gets a new organization of their own (invitations work too).
+    Open,
+}
+
+/// Authentication settings (security numbers from the product brief).
+#[derive(Clone)]
+pub struct AuthSettings {
+    pub registration: Registration,
+    /// Failed logins in a row before the account locks.
+    pub lockout_threshold: i64,
+    pub lockout_duration: chrono::Duration,
+    /// A session's absolute lifetime.
+    pub session_ttl: chrono::Duration,
+    /// A refresh token's lifetime (capped by its session's).
+    pub refresh_ttl: chrono::Duration,
+    pub trusted_device_ttl: chrono::Duration,
+    pub email_token_ttl: chrono::Duration,
+    pub reset_token_ttl: chrono::Duration,
+    pub invitation_ttl: chrono::Duration,
+    /// Where users reach the console, for links in emails.
+    pub public_url: String,
+    /// Seals MFA secrets at rest.
+    pub secrets: iam::SecretBox,
+    pub mailer: Option<Arc<dyn Mailer>>,
+}
+
+impl AuthSettings {
+    pub fn new(secrets: iam::SecretBox) -> AuthSettings {
+        AuthSettings {
+            registration: Registration::Invite,
+            lockout_threshold: 5,
+            lockout_duration: chrono::Duration::minutes(15),
+            session_ttl: chrono::Duration::days(30),
+            refresh_ttl: chrono::Duration::days(7),
+            trusted_device_ttl: chrono::Duration::days(30),
+            email_token_ttl: chrono::Duration::hours(24),
+            reset_token_ttl: chrono::Duration::hours(1),
+            invitation_ttl: chrono::Duration::days(7),
+            public_url: "http://localhost:8080".to_string(),
+            secrets,
+            mailer: None,
+        }
+    }
+}
+
 /// Everything handlers share.
 pub struct AppState {
     pub meta: Arc<dyn MetaStore>,
     pub telemetry: Arc<dyn TelemetryStore>,
     pub tokens: TokenKeys,
     pub keys: ApiKeyVerifier,
+    pub access: AccessCache,
+    pub auth: AuthSettings,
+    pub audit: AuditLog,
     pub limits: IngestLimits,
     pub query_limits: query::QueryLimits,
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -63,10 +124,14 @@ impl AppState {
         telemetry: Arc<dyn TelemetryStore>,
         tokens: TokenKeys,
         limits: IngestLimits,
+        auth: AuthSettings,
         render_metrics: Box<dyn Fn() -> String + Send + Sync>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
             keys: ApiKeyVerifier::new(Arc::clone(&meta)),
+            access: AccessCache::default(),
+            audit: AuditLog::default(),
+            auth,
             meta,
             telemetry,
             tokens,
@@ -75,6 +140,34 @@ impl AppState {
             query_limits: query::QueryLimits::default(),
             render_metrics,
         })
+    }
+}
+
+impl AppState {
+    /// Records an audited action by `actor` (a user id, or empty when unknown).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audit(
+        &self,
+        client: &Client,
+        actor: &str,
+        scope: &model::Scope,
+        action: &str,
+        resource: (&str, &str),
+        result: AuditResult,
+        metadata: serde_json::Value,
+    ) {
+        self.audit.record(AuditEvent {
+            at: chrono::Utc::now(),
+            user_id: actor.to_string(),
+            action: action.to_string(),
+            resource_type: resource.0.to_string(),
+            resource_id: resource.1.to_string(),
+            ip_address: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            scope: scope.clone(),
+            result,
+            metadata,
+        });
     }
 }
 

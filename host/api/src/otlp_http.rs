@@ -71,12 +71,27 @@ async fn handle(state: &AppState, signal: Signal, req: Request) -> Response {
             .and_then(|v| v.to_str().ok()),
     );
     let reply_format = format.as_ref().copied().unwrap_or(Format::Json);
-    match handle_inner(state, signal, req, format).await {
+    let mut caller = None;
+    let resp = match handle_inner(state, signal, req, format, &mut caller).await {
         Ok(resp) => resp,
         Err(e) => {
             count_rejected_request(signal, reason(e.kind));
             error_response(&e, reply_format)
         }
+    };
+    if let Some((key_id, ip)) = caller {
+        state
+            .keys
+            .note(&key_id, endpoint(signal), resp.status().as_u16(), &ip);
+    }
+    resp
+}
+
+fn endpoint(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/v1/traces",
+        Signal::Logs => "/v1/logs",
+        Signal::Metrics => "/v1/metrics",
     }
 }
 
@@ -89,7 +104,7 @@ fn reason(kind: ErrorKind) -> &'static str {
         ErrorKind::UnsupportedMediaType => "unsupported_media_type",
         ErrorKind::Overloaded => "overloaded",
         ErrorKind::TooManyRequests => "throttled",
-        ErrorKind::NotFound | ErrorKind::Internal => "internal",
+        ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal => "internal",
     }
 }
 
@@ -144,13 +159,16 @@ async fn handle_inner(
     signal: Signal,
     req: Request,
     format: Result<Format, otlp::OtlpError>,
+    caller: &mut Option<(String, String)>,
 ) -> Result<Response, ApiError> {
     let token = presented_api_key(req.headers())
         .ok_or_else(|| {
             ApiError::unauthenticated("missing API key (Authorization: Bearer tfk-… or x-api-key)")
         })?
         .to_string();
-    let principal = state.keys.verify(&token, &client_ip(&req)).await?;
+    let ip = client_ip(&req);
+    let principal = state.keys.verify(&token, &ip, endpoint(signal)).await?;
+    *caller = Some((principal.actor().to_string(), ip));
     authorize(&principal, signal)?;
     let format = format?;
     let encoding = Encoding::from_header(

@@ -3,13 +3,19 @@
 
 mod api_key;
 mod password;
+mod sealed;
+mod secret;
 mod token;
+mod totp;
 
 pub use api_key::{
     ApiKeyMaterial, INGEST_PERMISSIONS, fast_digest, generate_api_key, parse_api_key,
 };
 pub use password::{PasswordError, hash_password, validate_password, verify_password};
+pub use sealed::{SealError, SecretBox};
+pub use secret::{backup_code_hash, backup_codes, random_token, token_hash};
 pub use token::{AccessClaims, TokenError, TokenKeys};
+pub use totp::{TotpError, new_totp_secret, otpauth_uri, totp_code, totp_match};
 
 use model::{Scope, Signal};
 
@@ -21,6 +27,9 @@ pub enum Principal {
         email: String,
         scope: Scope,
         roles: Vec<String>,
+        /// `resource:action` permissions of the roles in force, sorted.
+        permissions: Vec<String>,
+        session_id: String,
     },
     ApiKey {
         key_id: String,
@@ -37,7 +46,25 @@ impl Principal {
     }
 
     pub fn is_admin(&self) -> bool {
-        matches!(self, Principal::User { roles, .. } if roles.iter().any(|r| r == "admin"))
+        self.has("user:admin")
+    }
+
+    /// Whether a user principal holds `permission` (`resource:action`).
+    pub fn has(&self, permission: &str) -> bool {
+        match self {
+            Principal::User { permissions, .. } => permissions
+                .binary_search_by(|p| p.as_str().cmp(permission))
+                .is_ok(),
+            Principal::ApiKey { .. } => false,
+        }
+    }
+
+    /// The user id, or the key id of an API key.
+    pub fn actor(&self) -> &str {
+        match self {
+            Principal::User { user_id, .. } => user_id,
+            Principal::ApiKey { key_id, .. } => key_id,
+        }
     }
 
     /// Whether the principal may send `signal` over OTLP.
@@ -50,13 +77,10 @@ impl Principal {
         }
     }
 
-    /// Whether the principal may read telemetry (every human role but `service`).
+    /// Whether the principal may read some telemetry (metrics, logs or traces).
     pub fn may_read_telemetry(&self) -> bool {
-        match self {
-            Principal::User { roles, .. } => roles
-                .iter()
-                .any(|r| matches!(r.as_str(), "admin" | "developer" | "viewer" | "demo")),
-            Principal::ApiKey { .. } => false,
-        }
+        ["metric:read", "log:read", "trace:read"]
+            .iter()
+            .any(|p| self.has(p))
     }
 }

@@ -11,12 +11,24 @@ pub struct AccessClaims {
     pub ws: String,
     pub tenant: String,
     pub roles: Vec<String>,
+    /// The session this token belongs to; ending the session ends the token.
+    pub sid: String,
     pub iss: String,
     pub aud: String,
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChallengeClaims {
+    sub: String,
+    iss: String,
+    aud: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +79,7 @@ impl TokenKeys {
         email: &str,
         scope: &model::Scope,
         roles: Vec<String>,
+        sid: &str,
         now: u64,
     ) -> Result<(String, AccessClaims), TokenError> {
         let claims = AccessClaims {
@@ -76,6 +89,7 @@ impl TokenKeys {
             ws: scope.workspace_id.clone(),
             tenant: scope.tenant_id.clone(),
             roles,
+            sid: sid.to_string(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
@@ -86,6 +100,40 @@ impl TokenKeys {
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
         Ok((token, claims))
+    }
+
+    /// A short-lived (5 min) token that proves the password was right and MFA is still owed.
+    /// It has its own audience, so it is never accepted as an access token.
+    ///
+    /// # Errors
+    /// Only if signing fails, which HS256 does not.
+    pub fn issue_challenge(&self, sub: &str, now: u64) -> Result<String, TokenError> {
+        let claims = ChallengeClaims {
+            sub: sub.to_string(),
+            iss: self.issuer.clone(),
+            aud: format!("{}:mfa", self.audience),
+            iat: now,
+            nbf: now,
+            exp: now + 300,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+
+    /// The user id of a valid MFA challenge token.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`] with the reason.
+    pub fn verify_challenge(&self, token: &str) -> Result<String, TokenError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[format!("{}:mfa", self.audience)]);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        v.validate_nbf = true;
+        v.leeway = 5;
+        jsonwebtoken::decode::<ChallengeClaims>(token, &self.decoding, &v)
+            .map(|d| d.claims.sub)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
     /// Verifies signature, algorithm, issuer, audience, expiry and not-before.
@@ -128,7 +176,7 @@ mod tests {
     fn tokens_round_trip_and_foreign_ones_fail() {
         let keys = TokenKeys::new(&[7u8; 32], "tf", "tf-api");
         let (tok, claims) = keys
-            .issue("u1", "a@b.c", &scope(), vec!["admin".into()], now())
+            .issue("u1", "a@b.c", &scope(), vec!["admin".into()], "s1", now())
             .expect("issue");
         assert_eq!(keys.verify(&tok).expect("verify"), claims);
         assert!(claims.exp - claims.iat <= 900);
@@ -138,11 +186,11 @@ mod tests {
         let wrong_aud = TokenKeys::new(&[7u8; 32], "tf", "elsewhere");
         assert!(wrong_aud.verify(&tok).is_err(), "wrong audience");
         let (old, _) = keys
-            .issue("u1", "a@b.c", &scope(), vec![], now() - 3600)
+            .issue("u1", "a@b.c", &scope(), vec![], "s1", now() - 3600)
             .expect("issue");
         assert!(keys.verify(&old).is_err(), "expired");
         let (future, _) = keys
-            .issue("u1", "a@b.c", &scope(), vec![], now() + 3600)
+            .issue("u1", "a@b.c", &scope(), vec![], "s1", now() + 3600)
             .expect("issue");
         assert!(keys.verify(&future).is_err(), "not yet valid");
         // alg=none must never pass
@@ -155,5 +203,10 @@ mod tests {
             keys.verify(&format!("{none_header}.{}.", parts[1]))
                 .is_err()
         );
+        // a challenge token is not an access token, nor the reverse
+        let challenge = keys.issue_challenge("u1", now()).expect("challenge");
+        assert!(keys.verify(&challenge).is_err());
+        assert_eq!(keys.verify_challenge(&challenge).expect("challenge"), "u1");
+        assert!(keys.verify_challenge(&tok).is_err());
     }
 }

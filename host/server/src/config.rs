@@ -69,6 +69,30 @@ pub struct ServeArgs {
     /// Cluster name: `ON CLUSTER` DDL, ReplicatedMergeTree tables and Distributed tables.
     #[arg(long, env = "TELEMETRYFLOW_CLICKHOUSE_CLUSTER")]
     pub clickhouse_cluster: Option<String>,
+    /// Who may register: `closed` (admins create users), `invite` (default: with an
+    /// invitation), `open` (anyone, who gets a new organization).
+    #[arg(long, env = "TELEMETRYFLOW_REGISTRATION")]
+    pub registration: Option<RegistrationMode>,
+    /// SMTP relay for verification, reset and invitation emails, e.g.
+    /// smtp://user:pass@mail.example.com:587?tls=required or smtps://…:465
+    #[arg(long, env = "TELEMETRYFLOW_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// From address of those emails. Default: TelemetryFlow <no-reply@telemetryflow.local>
+    #[arg(long, env = "TELEMETRYFLOW_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// The console's URL, for links in emails. Default: http://<http-addr>
+    #[arg(long, env = "TELEMETRYFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// Registration modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    Closed,
+    #[default]
+    Invite,
+    Open,
 }
 
 /// The metadata backends.
@@ -121,6 +145,17 @@ pub struct FileConfig {
     pub clickhouse_retry_budget_secs: Option<u64>,
     /// Inserts in flight at once; beyond them ingest answers 429. Default: 32
     pub clickhouse_max_concurrent_inserts: Option<usize>,
+    pub registration: Option<RegistrationMode>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    pub public_url: Option<String>,
+    /// Failed sign-ins in a row before an account locks. Default: 5
+    pub lockout_threshold: Option<i64>,
+    /// Seconds an account stays locked. Default: 900
+    pub lockout_duration_secs: Option<i64>,
+    /// Days after which soft-deleted organizations, workspaces, tenants and users are purged.
+    /// Default: 90
+    pub purge_after_days: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -141,6 +176,14 @@ pub struct Config {
     pub clickhouse: Option<storage_clickhouse::ClickHouseConfig>,
     /// `None`: SQLite in the data dir; `Some(url)`: PostgreSQL.
     pub postgres_url: Option<String>,
+    pub registration: RegistrationMode,
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
+    /// `None`: `http://<http_addr>`.
+    pub public_url: Option<String>,
+    pub lockout_threshold: i64,
+    pub lockout_duration: Duration,
+    pub purge_after_days: u32,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -166,6 +209,13 @@ impl Default for Config {
             max_unflushed_bytes: 1 << 30,
             clickhouse: None,
             postgres_url: None,
+            registration: RegistrationMode::Invite,
+            smtp_url: None,
+            smtp_from: "TelemetryFlow <no-reply@telemetryflow.local>".to_string(),
+            public_url: None,
+            lockout_threshold: 5,
+            lockout_duration: Duration::from_secs(900),
+            purge_after_days: 90,
         }
     }
 }
@@ -244,9 +294,30 @@ impl Config {
                     )?,
             ),
         };
+        let lockout_threshold = file.lockout_threshold.unwrap_or(d.lockout_threshold);
+        anyhow::ensure!(
+            lockout_threshold >= 1,
+            "lockout_threshold must be at least 1"
+        );
         Ok(Config {
             clickhouse,
             postgres_url,
+            registration: args
+                .registration
+                .or(file.registration)
+                .unwrap_or(d.registration),
+            smtp_url: args.smtp_url.clone().or(file.smtp_url.clone()),
+            smtp_from: args
+                .smtp_from
+                .clone()
+                .or(file.smtp_from.clone())
+                .unwrap_or(d.smtp_from),
+            public_url: args.public_url.clone().or(file.public_url.clone()),
+            lockout_threshold,
+            lockout_duration: file.lockout_duration_secs.map_or(d.lockout_duration, |s| {
+                Duration::from_secs(s.max(1).unsigned_abs())
+            }),
+            purge_after_days: file.purge_after_days.unwrap_or(d.purge_after_days).max(1),
             data_dir: args
                 .data_dir
                 .clone()

@@ -15,8 +15,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use storage::{MetaStore, TelemetryStore};
 use storage_clickhouse::ClickHouseStore;
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
-use storage_postgres::PostgresMetaStore;
-use storage_sqlite::SqliteMetaStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -91,12 +89,12 @@ pub fn clickhouse_config(config: &Config) -> Option<ClickHouseConfig> {
 pub async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
     Ok(match &config.postgres_url {
         Some(url) => Arc::new(
-            PostgresMetaStore::connect(url)
+            storage_postgres::connect(url)
                 .await
                 .context("cannot open the PostgreSQL metadata store")?,
         ),
         None => Arc::new(
-            SqliteMetaStore::open(&config.data_dir.join("metadata.db"))
+            storage_sqlite::open(&config.data_dir.join("metadata.db"))
                 .await
                 .context("cannot open the metadata store")?,
         ),
@@ -136,24 +134,16 @@ fn random_secret(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// The JWT signing secret: `TELEMETRYFLOW_JWT_SECRET`, else a key file created at first start.
-fn jwt_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(s) = std::env::var("TELEMETRYFLOW_JWT_SECRET") {
-        anyhow::ensure!(
-            s.len() >= 32,
-            "TELEMETRYFLOW_JWT_SECRET must be at least 32 bytes"
-        );
-        return Ok(s.into_bytes());
-    }
+/// Reads `<data-dir>/secrets/<name>`, creating it (mode 0600) with `make()` at first start.
+fn secret_file(data_dir: &Path, name: &str, make: impl Fn() -> Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let dir = data_dir.join("secrets");
-    let path = dir.join("jwt.key");
+    let path = dir.join(name);
     match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
-        Ok(_) => anyhow::bail!("{} is shorter than 32 bytes", path.display()),
+        Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(&dir)?;
-            let secret = random_secret(48).into_bytes();
-            let tmp = dir.join("jwt.key.tmp");
+            let secret = make();
+            let tmp = dir.join(format!("{name}.tmp"));
             std::fs::write(&tmp, &secret)?;
             #[cfg(unix)]
             {
@@ -165,6 +155,61 @@ fn jwt_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The JWT signing secret: `TELEMETRYFLOW_JWT_SECRET`, else a key file created at first start.
+fn jwt_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(s) = std::env::var("TELEMETRYFLOW_JWT_SECRET") {
+        anyhow::ensure!(
+            s.len() >= 32,
+            "TELEMETRYFLOW_JWT_SECRET must be at least 32 bytes"
+        );
+        return Ok(s.into_bytes());
+    }
+    let secret = secret_file(data_dir, "jwt.key", || random_secret(48).into_bytes())?;
+    anyhow::ensure!(
+        secret.len() >= 32,
+        "secrets/jwt.key is shorter than 32 bytes"
+    );
+    Ok(secret)
+}
+
+/// The root key that seals secrets at rest (MFA secrets): `TELEMETRYFLOW_SECRET_KEY` (32 bytes
+/// as base64 or hex), else a key file created at first start. Never stored in the database.
+fn root_key(data_dir: &Path) -> anyhow::Result<iam::SecretBox> {
+    let text = match std::env::var("TELEMETRYFLOW_SECRET_KEY") {
+        Ok(s) => s,
+        Err(_) => String::from_utf8(secret_file(data_dir, "root.key", || {
+            iam::SecretBox::generate_key_text().into_bytes()
+        })?)
+        .context("secrets/root.key is not text")?,
+    };
+    iam::SecretBox::from_text(&text)
+        .context("the root key (TELEMETRYFLOW_SECRET_KEY or secrets/root.key)")
+}
+
+/// Authentication settings from the configuration.
+fn auth_settings(config: &Config, http_addr: SocketAddr) -> anyhow::Result<api::AuthSettings> {
+    let mut auth = api::AuthSettings::new(root_key(&config.data_dir)?);
+    auth.registration = match config.registration {
+        config::RegistrationMode::Closed => api::Registration::Closed,
+        config::RegistrationMode::Invite => api::Registration::Invite,
+        config::RegistrationMode::Open => api::Registration::Open,
+    };
+    auth.lockout_threshold = config.lockout_threshold;
+    auth.lockout_duration = chrono::Duration::from_std(config.lockout_duration)
+        .unwrap_or(chrono::Duration::minutes(15));
+    auth.public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    if let Some(url) = &config.smtp_url {
+        let mailer = api::SmtpMailer::new(url, &config.smtp_from)
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("--smtp-url / --smtp-from")?;
+        auth.mailer = Some(Arc::new(mailer));
+    }
+    Ok(auth)
 }
 
 async fn bootstrap_admin(
@@ -238,9 +283,17 @@ impl Server {
             Some(h) => Box::new(move || h.render()),
             None => Box::new(String::new),
         };
-        let state = AppState::new(Arc::clone(&meta), telemetry.port(), tokens, limits, render);
-
         let api_listener = bind(config.http_addr, "the API").await?;
+        let auth = auth_settings(&config, api_listener.local_addr()?)?;
+        let state = AppState::new(
+            Arc::clone(&meta),
+            telemetry.port(),
+            tokens,
+            limits,
+            auth,
+            render,
+        );
+
         let otlp_http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
         let otlp_grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
         let http_addr = api_listener.local_addr()?;
@@ -296,6 +349,43 @@ impl Server {
                 }
             }
         }));
+        tasks.push(tokio::spawn({
+            let state = Arc::clone(&state);
+            let mut stopped = stopped.clone();
+            async move {
+                loop {
+                    let stop = tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                        r = stopped.changed() => r.is_err() || *stopped.borrow(),
+                    };
+                    if stop {
+                        break;
+                    }
+                    state.audit.flush(&state.telemetry).await;
+                }
+            }
+        }));
+        tasks.push(tokio::spawn({
+            let meta = Arc::clone(&meta);
+            let days = i64::from(config.purge_after_days);
+            let mut stopped = stopped.clone();
+            async move {
+                loop {
+                    let now = chrono::Utc::now();
+                    match meta.purge(now - chrono::Duration::days(days), now).await {
+                        Ok(r) => tracing::info!(?r, "purged soft-deleted and expired metadata"),
+                        Err(e) => tracing::warn!(error = %e, "metadata purge failed; will retry"),
+                    }
+                    let stop = tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(6 * 3600)) => false,
+                        r = stopped.changed() => r.is_err() || *stopped.borrow(),
+                    };
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }));
         Ok(Server {
             http_addr,
             otlp_http_addr,
@@ -323,6 +413,7 @@ impl Server {
             }
         }
         self.state.keys.flush_usage().await;
+        self.state.audit.flush(&self.state.telemetry).await;
         match &self.telemetry {
             Telemetry::Embedded(s) => s.close().await?,
             Telemetry::ClickHouse(s) => s.flush().await?,

@@ -2,14 +2,17 @@
 //! metadata store, and nothing about how either is built.
 //!
 //! Adapters live in their own crates (`storage-embedded`, `storage-clickhouse`, `storage-sqlite`,
-//! later PostgreSQL); only the `server` crate names them.
+//! `storage-postgres`); only the `server` crate names them.
 
 mod meta;
 mod telemetry;
 
 pub use meta::{
-    ApiKeyRecord, ApiKeyStatus, MetaError, MetaStore, NewApiKey, NewTenant, NewUser, RoleType,
-    TenantRecord, UserRecord,
+    ACTIONS, ApiKeyRecord, ApiKeyStatus, ApiKeyUsage, ConsumedToken, Entity, EntityPatch,
+    InvitationRecord, MetaError, MetaStore, MfaRecord, NewApiKey, NewInvitation, NewOrganization,
+    NewSession, NewTenant, NewUser, OneTimeKind, OrganizationRecord, Page, PurgeReport, RESOURCES,
+    RefreshOutcome, RegionRecord, RoleGrant, RoleRecord, RoleType, SessionRecord, TenantRecord,
+    UserPatch, UserRecord, Within, WorkspaceRecord, is_permission,
 };
 pub use telemetry::{
     DedupWindow, RawExport, Reconvert, StoreError, StoreStats, TableStats, TelemetryStore,
