@@ -11,6 +11,7 @@ mod unique;
 
 mod clickhouse_outage;
 
+mod auth_flows;
 mod bad_input;
 mod durability;
 mod operations;

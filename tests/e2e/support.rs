@@ -41,7 +41,7 @@ pub struct TestServer {
     pub otlp_http: String,
     pub otlp_grpc: String,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -60,7 +60,7 @@ impl TestServer {
             otlp_grpc: format!("http://{}", server.otlp_grpc_addr),
             server: Some(server),
             client: reqwest::Client::new(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -89,6 +89,30 @@ impl TestServer {
     pub async fn with_admin_on_clickhouse() -> Option<(TestServer, Api, String)> {
         let url = crate::clickhouse_env::clickhouse_url()?;
         Some(TestServer::with_admin_tuned(|c| c.clickhouse = Some(clickhouse_settings(&url))).await)
+    }
+
+    /// The same scenario's servers on each metadata store: SQLite always, PostgreSQL when
+    /// configured (a skip is announced; CI makes it a failure).
+    pub async fn on_each_meta_store(
+        tune: impl Fn(&mut Config),
+    ) -> Vec<(&'static str, TestServer, Api, String)> {
+        let mut out = Vec::new();
+        let (srv, api, admin) = TestServer::with_admin_tuned(&tune).await;
+        out.push(("sqlite", srv, api, admin));
+        if let Some(url) = crate::postgres_env::fresh_postgres().await {
+            let (srv, api, admin) = TestServer::with_admin_tuned(|c| {
+                tune(c);
+                c.postgres_url = Some(url);
+            })
+            .await;
+            out.push(("postgres", srv, api, admin));
+        }
+        out
+    }
+
+    /// The JWT signing key this server made at first start.
+    pub fn jwt_key(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("secrets/jwt.key")).expect("jwt.key")
     }
 
     pub async fn shutdown(mut self) {
@@ -125,6 +149,48 @@ impl Api {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Any method; `(status, JSON or text body, headers)`.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(m, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let (s, b, _) = self.call("GET", path, Some(token), None).await;
+        (s, b)
+    }
+
+    /// Logs in; the whole answer (tokens, or an MFA challenge).
+    pub async fn login_body(&self, email: &str, password: &str) -> (u16, Value) {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {

@@ -254,6 +254,7 @@ impl Default for AccessCache {
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(5))
+                .support_invalidation_closures()
                 .build(),
         }
     }
@@ -268,10 +269,14 @@ impl AccessCache {
     /// Forgets a user's cached access (after a change to their roles, status or sessions).
     pub fn forget_user(&self, user_id: &str) {
         let user_id = user_id.to_string();
-        // Entries are few per user; invalidating by predicate keeps this O(1) for the caller.
-        let _ = self
+        // The predicate is applied lazily: matching entries are no longer returned from now on.
+        if let Err(e) = self
             .cache
-            .invalidate_entries_if(move |(u, _), _| *u == user_id);
+            .invalidate_entries_if(move |(u, _), _| *u == user_id)
+        {
+            tracing::error!(error = %e, "cannot invalidate cached access; clearing all");
+            self.cache.invalidate_all();
+        }
     }
 }
 
