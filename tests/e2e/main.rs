@@ -14,6 +14,7 @@ mod clickhouse_outage;
 mod auth_flows;
 mod bad_input;
 mod durability;
+mod email_flows;
 mod operations;
 mod otlp_json;
 mod python_sdk;

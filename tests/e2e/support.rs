@@ -467,3 +467,124 @@ pub mod build {
         }
     }
 }
+
+/// A real SMTP server (`tests/smtp/capture.py`, aiosmtpd) that keeps what it receives.
+pub struct SmtpCapture {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+/// One captured message.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub has_html: bool,
+    pub text: String,
+}
+
+impl Mail {
+    /// The first URL in the text with `?<param>=`, and that parameter's value.
+    pub fn link_param(&self, param: &str) -> Option<String> {
+        let key = format!("{param}=");
+        let start = self.text.find(&key)? + key.len();
+        Some(
+            self.text[start..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '&')
+                .collect(),
+        )
+    }
+}
+
+impl SmtpCapture {
+    pub fn start() -> SmtpCapture {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp/capture.py");
+        let mut child = std::process::Command::new(python())
+            .arg(&script)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the SMTP capture server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("port line");
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "the SMTP capture server did not start (printed {line:?}); is aiosmtpd installed?"
+            )
+        });
+        SmtpCapture { port, dir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    fn read_all(&self) -> Vec<Mail> {
+        let mut out = Vec::new();
+        for n in 1.. {
+            let txt = self.dir.path().join(format!("{n}.txt"));
+            let Ok(body) = std::fs::read_to_string(&txt) else {
+                break;
+            };
+            let to = std::fs::read_to_string(self.dir.path().join(format!("{n}.to")))
+                .unwrap_or_default();
+            let (head, text) = body.split_once("\n\n").unwrap_or((&body, ""));
+            let subject = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default()
+                .to_string();
+            let has_html = head.contains("Has-Html: True");
+            out.push(Mail {
+                to,
+                subject,
+                has_html,
+                text: text.to_string(),
+            });
+        }
+        out
+    }
+
+    /// Waits (up to 10 s) for a message to `to` whose subject contains `subject`.
+    pub async fn wait_for(&self, to: &str, subject: &str) -> Mail {
+        for _ in 0..100 {
+            if let Some(m) = self
+                .read_all()
+                .into_iter()
+                .rev()
+                .find(|m| m.to.eq_ignore_ascii_case(to) && m.subject.contains(subject))
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no message to {to} about {subject:?}; got {:?}",
+            self.read_all()
+        );
+    }
+}
+
+impl Drop for SmtpCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpCapture {
+    /// Whether any message went to `to` so far.
+    pub fn sent_to(&self, to: &str) -> bool {
+        self.read_all()
+            .iter()
+            .any(|m| m.to.eq_ignore_ascii_case(to))
+    }
+}

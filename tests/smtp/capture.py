@@ -1,7 +1,10 @@
 """A real SMTP server for tests (aiosmtpd): every message it receives is written to
-<dir>/<n>.eml. Prints the port it listens on, then serves until killed."""
+<dir>/<n>.eml, with its decoded text part in <dir>/<n>.txt and its recipients in <dir>/<n>.to.
+Prints the port it listens on, then serves until killed."""
 
 import argparse
+import email
+import email.policy
 import itertools
 import os
 import socket
@@ -18,11 +21,22 @@ class Capture:
 
     async def handle_DATA(self, server, session, envelope):
         n = next(self.counter)
-        tmp = os.path.join(self.out_dir, f"{n}.eml.tmp")
-        with open(tmp, "wb") as f:
-            f.write(b"X-Envelope-To: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")
-            f.write(envelope.original_content or envelope.content)
-        os.rename(tmp, os.path.join(self.out_dir, f"{n}.eml"))
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        body = msg.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        html = msg.get_body(preferencelist=("html",))
+        with open(os.path.join(self.out_dir, f"{n}.eml"), "wb") as f:
+            f.write(raw)
+        with open(os.path.join(self.out_dir, f"{n}.to"), "w") as f:
+            f.write(",".join(envelope.rcpt_tos))
+        tmp = os.path.join(self.out_dir, f"{n}.txt.tmp")
+        with open(tmp, "w") as f:
+            f.write(f"Subject: {msg['subject']}\n")
+            f.write(f"Has-Html: {html is not None}\n\n")
+            f.write(text)
+        # the .txt appears last, whole: readers wait for it
+        os.rename(tmp, os.path.join(self.out_dir, f"{n}.txt"))
         return "250 Message accepted for delivery"
 
 
