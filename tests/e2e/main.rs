@@ -11,10 +11,12 @@ mod unique;
 
 mod clickhouse_outage;
 
+mod api_keys;
 mod auth_flows;
 mod bad_input;
 mod durability;
 mod email_flows;
+mod iam_crawl;
 mod operations;
 mod otlp_json;
 mod python_sdk;

@@ -31,7 +31,13 @@ use crate::client::Client;
 use crate::migrate::{Layout, ident};
 
 /// Columns held as ClickHouse `Enum8`: read and compared as their names.
-const ENUM_COLUMNS: &[&str] = &["span_kind", "status_code", "metric_type", "temporality"];
+const ENUM_COLUMNS: &[&str] = &[
+    "span_kind",
+    "status_code",
+    "metric_type",
+    "temporality",
+    "result",
+];
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source {
