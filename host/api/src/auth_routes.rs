@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use iam::Principal;
 use model::{ErrorKind, Scope};
@@ -18,6 +17,8 @@ use storage::{
     NewInvitation, NewOrganization, NewSession, NewUser, OneTimeKind, RefreshOutcome, RoleType,
     UserRecord,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::AuditResult;
 use crate::auth::{Client, User, require};
@@ -25,28 +26,25 @@ use crate::mail::html_escape;
 use crate::routes::Body;
 use crate::{ApiError, AppState, Registration};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/mfa/verify", post(mfa_verify))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/me", get(me))
-        .route(
-            "/api/v1/auth/sessions",
-            get(sessions).delete(revoke_all_sessions),
-        )
-        .route("/api/v1/auth/sessions/{id}", delete(revoke_session))
-        .route("/api/v1/auth/password", post(change_password))
-        .route("/api/v1/auth/verify-email/send", post(send_verification))
-        .route("/api/v1/auth/verify-email", post(verify_email))
-        .route("/api/v1/auth/password-reset/request", post(request_reset))
-        .route("/api/v1/auth/password-reset", post(reset_password))
-        .route("/api/v1/auth/mfa/enroll", post(mfa_enroll))
-        .route("/api/v1/auth/mfa/activate", post(mfa_activate))
-        .route("/api/v1/auth/mfa/disable", post(mfa_disable))
-        .route("/api/v1/invitations", post(invite))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(mfa_verify))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(sessions, revoke_all_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(change_password))
+        .routes(routes!(send_verification))
+        .routes(routes!(verify_email))
+        .routes(routes!(request_reset))
+        .routes(routes!(reset_password))
+        .routes(routes!(mfa_enroll))
+        .routes(routes!(mfa_activate))
+        .routes(routes!(mfa_disable))
+        .routes(routes!(invite))
 }
 
 fn unix(t: DateTime<Utc>) -> u64 {
@@ -203,7 +201,7 @@ fn no_scope() -> Scope {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     email: String,
@@ -213,6 +211,7 @@ struct Login {
     device_fingerprint: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login, responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn login(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -293,7 +292,7 @@ async fn login(
     Ok(Json(tokens).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MfaVerify {
     mfa_token: String,
@@ -340,6 +339,7 @@ async fn second_factor(
     Ok(false)
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "mfa", request_body = MfaVerify, responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn mfa_verify(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -416,12 +416,13 @@ async fn mfa_verify(
     Ok(Json(tokens).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Refresh {
     refresh_token: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Refresh, responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn refresh(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -502,6 +503,7 @@ fn user_parts(p: &Principal) -> (&str, &str) {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn logout(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -525,6 +527,7 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn me(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -538,6 +541,7 @@ async fn me(
     Ok(Json(user_json(&user)))
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn sessions(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -561,6 +565,7 @@ async fn sessions(
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn revoke_session(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -584,6 +589,7 @@ async fn revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/v1/auth/sessions", tag = "auth", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn revoke_all_sessions(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -607,13 +613,14 @@ async fn revoke_all_sessions(
     Ok(Json(json!({ "revoked": n })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePassword {
     current_password: String,
     new_password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = ChangePassword, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn change_password(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -714,6 +721,7 @@ async fn send_verification_to(state: &AppState, user: &UserRecord) -> Result<(),
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/verify-email/send", tag = "auth", security(("bearer" = [])), responses((status = 202, description = "accepted"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn send_verification(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -731,12 +739,13 @@ async fn send_verification(
     Ok((StatusCode::ACCEPTED, Json(json!({"sent_to": user.email}))).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
     token: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth", request_body = TokenBody, responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn verify_email(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -777,13 +786,14 @@ async fn verify_email(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetRequest {
     email: String,
 }
 
 /// Always 202, whether or not the email belongs to someone (no account enumeration).
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/request", tag = "auth", request_body = ResetRequest, responses((status = 202, description = "accepted"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn request_reset(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -840,13 +850,14 @@ async fn request_reset(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetPassword {
     token: String,
     new_password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = ResetPassword, responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn reset_password(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -887,7 +898,7 @@ async fn reset_password(
     Ok(Json(json!({"password_reset": true, "sessions_revoked": n})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Register {
     email: String,
@@ -934,6 +945,7 @@ fn uuid_suffix() -> String {
         .to_ascii_lowercase()
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Register, responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn register(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1028,12 +1040,13 @@ async fn register(
     Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Password {
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/mfa/enroll", tag = "mfa", request_body = Password, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn mfa_enroll(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -1068,12 +1081,13 @@ async fn mfa_enroll(
     Ok(Json(json!({ "secret": secret, "otpauth_uri": uri })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Code {
     code: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/mfa/activate", tag = "mfa", request_body = Code, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn mfa_activate(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1112,7 +1126,7 @@ async fn mfa_activate(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MfaDisable {
     password: String,
@@ -1120,6 +1134,7 @@ struct MfaDisable {
     backup_code: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/mfa/disable", tag = "mfa", request_body = MfaDisable, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn mfa_disable(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1161,7 +1176,7 @@ async fn mfa_disable(
     Ok(Json(json!({ "mfa_enabled": false })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Invite {
     email: String,
@@ -1169,6 +1184,7 @@ struct Invite {
     tenant_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/invitations", tag = "invitations", request_body = Invite, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn invite(
     State(state): State<Arc<AppState>>,
     client: Client,

@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use iam::Principal;
 use model::ErrorKind;
@@ -23,6 +22,8 @@ use storage::{
     ApiKeyRecord, Entity, EntityPatch, NewApiKey, NewTenant, NewUser, Page, RoleRecord, RoleType,
     TenantRecord, UserPatch, UserRecord, Within, WorkspaceRecord,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::AuditResult;
 use crate::auth::{Client, User, require};
@@ -30,50 +31,30 @@ use crate::auth_routes::user_view;
 use crate::routes::{Body, OptBody};
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/regions", get(list_regions).post(create_region))
-        .route(
-            "/api/v1/organizations/{id}",
-            get(get_organization).patch(patch_organization),
-        )
-        .route(
-            "/api/v1/workspaces",
-            get(list_workspaces).post(create_workspace),
-        )
-        .route(
-            "/api/v1/workspaces/{id}",
-            get(get_workspace)
-                .patch(patch_workspace)
-                .delete(delete_workspace),
-        )
-        .route("/api/v1/workspaces/{id}/restore", post(restore_workspace))
-        .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            "/api/v1/tenants/{id}",
-            get(get_tenant).patch(patch_tenant).delete(delete_tenant),
-        )
-        .route("/api/v1/tenants/{id}/restore", post(restore_tenant))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route(
-            "/api/v1/users/{id}",
-            get(get_user).patch(patch_user).delete(delete_user),
-        )
-        .route("/api/v1/users/{id}/restore", post(restore_user))
-        .route(
-            "/api/v1/users/{id}/roles/{role_id}",
-            put(assign_role).delete(unassign_role),
-        )
-        .route("/api/v1/permissions", get(list_permissions))
-        .route("/api/v1/roles", get(list_roles).post(create_role))
-        .route("/api/v1/roles/{id}", get(get_role).delete(delete_role))
-        .route("/api/v1/roles/{id}/permissions", put(set_role_permissions))
-        .route("/api/v1/api-keys", get(list_api_keys).post(create_api_key))
-        .route("/api/v1/api-keys/{id}", get(get_api_key))
-        .route("/api/v1/api-keys/{id}/rotate", post(rotate_api_key))
-        .route("/api/v1/api-keys/{id}/revoke", post(revoke_api_key))
-        .route("/api/v1/api-keys/{id}/usage", get(api_key_usage))
-        .route("/api/v1/audit-logs", get(audit_logs))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_regions, create_region))
+        .routes(routes!(get_organization, patch_organization))
+        .routes(routes!(list_workspaces, create_workspace))
+        .routes(routes!(get_workspace, patch_workspace, delete_workspace))
+        .routes(routes!(restore_workspace))
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(get_tenant, patch_tenant, delete_tenant))
+        .routes(routes!(restore_tenant))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, patch_user, delete_user))
+        .routes(routes!(restore_user))
+        .routes(routes!(assign_role, unassign_role))
+        .routes(routes!(list_permissions))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(get_role, delete_role))
+        .routes(routes!(set_role_permissions))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(get_api_key))
+        .routes(routes!(rotate_api_key))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(api_key_usage))
+        .routes(routes!(audit_logs))
 }
 
 /// Query parameters whose rejections are 400s with the reason.
@@ -94,7 +75,7 @@ where
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     limit: Option<u32>,
@@ -290,6 +271,7 @@ fn check_code(code: &str) -> Result<(), ApiError> {
 
 // ---- regions and organizations -------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/v1/regions", tag = "regions", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_regions(
     State(state): State<Arc<AppState>>,
     User(_p): User,
@@ -303,7 +285,7 @@ async fn list_regions(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRegion {
     name: String,
@@ -314,6 +296,7 @@ struct NewRegion {
 
 /// Regions are shared by every organization, so only admins of the first (`default`)
 /// organization, the one the server bootstrapped, may add them.
+#[utoipa::path(post, path = "/api/v1/regions", tag = "regions", request_body = NewRegion, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn create_region(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -359,6 +342,7 @@ fn org_json(o: &storage::OrganizationRecord) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn get_organization(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -375,7 +359,7 @@ async fn get_organization(
     Ok(Json(org_json(&o)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Patch {
     name: Option<String>,
@@ -393,6 +377,7 @@ impl Patch {
     }
 }
 
+#[utoipa::path(patch, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path, description = "the id")), request_body = Patch, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn patch_organization(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -434,6 +419,7 @@ fn ws_json(w: &WorkspaceRecord) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_workspaces(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -463,7 +449,7 @@ async fn list_workspaces(
     Ok(page_json(&items, &page, |w| &w.workspace_id, ws_json))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWorkspace {
     name: String,
@@ -472,6 +458,7 @@ struct NewWorkspace {
     description: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = NewWorkspace, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn create_workspace(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -501,6 +488,7 @@ async fn create_workspace(
     Ok((StatusCode::CREATED, Json(ws_json(&w))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}", tag = "workspaces", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn get_workspace(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -511,6 +499,7 @@ async fn get_workspace(
     )))
 }
 
+#[utoipa::path(patch, path = "/api/v1/workspaces/{id}", tag = "workspaces", params(("id" = String, Path, description = "the id")), request_body = Patch, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn patch_workspace(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -532,6 +521,7 @@ async fn patch_workspace(
     Ok(Json(ws_json(&w)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/workspaces/{id}", tag = "workspaces", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn delete_workspace(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -560,6 +550,7 @@ async fn delete_workspace(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/restore", tag = "workspaces", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn restore_workspace(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -592,6 +583,7 @@ fn tenant_json(t: &TenantRecord) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_tenants(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -603,7 +595,7 @@ async fn list_tenants(
     Ok(page_json(&items, &page, |t| &t.tenant_id, tenant_json))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     name: String,
@@ -611,6 +603,7 @@ struct CreateTenant {
     workspace_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = CreateTenant, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn create_tenant(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -648,6 +641,7 @@ async fn create_tenant(
     Ok((StatusCode::CREATED, Json(tenant_json(&t))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn get_tenant(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -658,6 +652,7 @@ async fn get_tenant(
     )))
 }
 
+#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "the id")), request_body = Patch, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn patch_tenant(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -684,6 +679,7 @@ async fn patch_tenant(
     Ok(Json(tenant_json(&t)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn delete_tenant(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -710,6 +706,7 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/restore", tag = "tenants", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn restore_tenant(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -734,6 +731,7 @@ async fn restore_tenant(
 
 // ---- users --------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_users(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -746,7 +744,7 @@ async fn list_users(
     Ok(page_json(&items, &page, |u| &u.user_id, user_view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
     email: String,
@@ -759,6 +757,7 @@ struct CreateUser {
     role: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn create_user(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -811,6 +810,7 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(user_view(&user))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn get_user(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -822,7 +822,7 @@ async fn get_user(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchUser {
     first_name: Option<String>,
@@ -830,6 +830,7 @@ struct PatchUser {
     is_active: Option<bool>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the id")), request_body = PatchUser, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn patch_user(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -866,6 +867,7 @@ async fn patch_user(
     Ok(Json(user_view(&u)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn delete_user(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -893,6 +895,7 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/users/{id}/restore", tag = "users", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn restore_user(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -916,12 +919,13 @@ async fn restore_user(
     )))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Grant {
     expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(put, path = "/api/v1/users/{id}/roles/{role_id}", tag = "users", params(("id" = String, Path, description = "the id"), ("role_id" = String, Path, description = "the role id")), request_body(content = Option<Grant>, description = "optional"), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn assign_role(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -959,6 +963,7 @@ async fn assign_role(
     )))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{id}/roles/{role_id}", tag = "users", params(("id" = String, Path, description = "the id"), ("role_id" = String, Path, description = "the role id")), security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn unassign_role(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -996,6 +1001,7 @@ fn is_built_in(r: &RoleRecord) -> bool {
     r.name == r.role_type.as_str()
 }
 
+#[utoipa::path(get, path = "/api/v1/permissions", tag = "permissions", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_permissions(User(_p): User) -> Json<serde_json::Value> {
     let mut items = Vec::new();
     for r in storage::RESOURCES {
@@ -1006,6 +1012,7 @@ async fn list_permissions(User(_p): User) -> Json<serde_json::Value> {
     Json(json!({ "items": items }))
 }
 
+#[utoipa::path(get, path = "/api/v1/roles", tag = "roles", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_roles(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -1025,7 +1032,7 @@ async fn list_roles(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRole {
     name: String,
@@ -1036,6 +1043,7 @@ struct CreateRole {
     tenant_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/roles", tag = "roles", request_body = CreateRole, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn create_role(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1083,6 +1091,7 @@ async fn create_role(
     Ok((StatusCode::CREATED, Json(role_json(&r))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/roles/{id}", tag = "roles", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn get_role(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -1092,12 +1101,13 @@ async fn get_role(
     Ok(Json(role_json(&visible_role(&state, &p, &id).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RolePermissions {
     permissions: Vec<String>,
 }
 
+#[utoipa::path(put, path = "/api/v1/roles/{id}/permissions", tag = "roles", params(("id" = String, Path, description = "the id")), request_body = RolePermissions, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn set_role_permissions(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1133,6 +1143,7 @@ async fn set_role_permissions(
     Ok(Json(role_json(&r)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/roles/{id}", tag = "roles", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn delete_role(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1173,7 +1184,7 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApiKey {
     name: String,
@@ -1227,6 +1238,7 @@ fn with_secret(k: &ApiKeyRecord, token: &str) -> serde_json::Value {
     v
 }
 
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateApiKey, security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn create_api_key(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1285,6 +1297,7 @@ async fn create_api_key(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_api_keys(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -1297,6 +1310,7 @@ async fn list_api_keys(
     Ok(page_json(&items, &page, |k| &k.api_key_id, key_json))
 }
 
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path, description = "the id")), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn get_api_key(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -1306,13 +1320,14 @@ async fn get_api_key(
     Ok(Json(key_json(&visible_key(&state, &p, &id).await?)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Rotate {
     /// How long the old secret keeps working (default one day, at most 30 days).
     grace_period_secs: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "api-keys", params(("id" = String, Path, description = "the id")), request_body(content = Option<Rotate>, description = "optional"), security(("bearer" = [])), responses((status = 201, description = "created"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn rotate_api_key(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1365,12 +1380,13 @@ async fn rotate_api_key(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Revoke {
     reason: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/revoke", tag = "api-keys", params(("id" = String, Path, description = "the id")), request_body = Revoke, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn revoke_api_key(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1400,12 +1416,13 @@ async fn revoke_api_key(
     Ok(Json(key_json(&k)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct UsageQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}/usage", tag = "api-keys", params(("id" = String, Path, description = "the id"), UsageQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn api_key_usage(
     State(state): State<Arc<AppState>>,
     User(p): User,
@@ -1431,7 +1448,7 @@ async fn api_key_usage(
 
 // ---- audit log ----------------------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     from: Option<DateTime<Utc>>,
@@ -1443,6 +1460,7 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit-logs", tag = "audit-logs", params(AuditQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn audit_logs(
     State(state): State<Arc<AppState>>,
     User(p): User,

@@ -6,10 +6,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::User;
 use crate::{ApiError, AppState, sql_json};
@@ -55,22 +57,77 @@ where
     }
 }
 
-/// The API routes (health, metrics and `/api/v1`).
+/// The OpenAPI document's frame; the paths come from the handlers' `#[utoipa::path]`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "TelemetryFlow API",
+        description = "Management, authentication and query API. Errors are `{\"error\": reason}` with \
+                       the status that fits (400 bad input, 401 no or bad credentials, 403 missing \
+                       permission, 404 not found or outside your reach, 409 conflict, 429/503 with \
+                       Retry-After). OTLP ingest (`/v1/traces`, `/v1/logs`, `/v1/metrics`) is on its \
+                       own port and follows the OTLP specification."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("an access token from /api/v1/auth/login"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes (health, metrics and `/api/v1`) and their OpenAPI document, built together
+/// from the same handlers, so the document cannot miss a route.
 pub fn api_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/query/sql", post(query_sql))
+    let (router, doc) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(query_sql))
         .merge(crate::auth_routes::router())
         .merge(crate::iam_routes::router())
+        .split_for_parts();
+    let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the OpenAPI document");
+        "{}".to_string()
+    }));
+    router
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = Arc::clone(&doc);
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "service", responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let meta = state.meta.ping().await;
     let telemetry = state.telemetry.is_ready();
@@ -85,6 +142,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.telemetry.stats();
     for t in &stats.tables {
@@ -102,13 +160,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SqlRequest {
     sql: String,
     max_rows: Option<usize>,
 }
 
+#[utoipa::path(post, path = "/api/v1/query/sql", tag = "query", request_body = SqlRequest, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn query_sql(
     State(state): State<Arc<AppState>>,
     User(p): User,
