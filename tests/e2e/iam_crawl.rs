@@ -316,20 +316,33 @@ async fn each_role_gets_each_endpoint_or_403() {
         let readers = ["admin", "developer", "viewer", "demo"];
         let all = ["admin", "developer", "viewer", "demo", "service"];
         let admin_only = ["admin"];
+        let not_demo = ["admin", "developer", "viewer", "service"];
         let mut n = 0;
         let mut ops: Vec<(&str, String, Option<Value>, &[&str])> = vec![
             ("GET", "/api/v1/auth/me".into(), None, &all),
-            ("GET", "/api/v1/regions".into(), None, &all),
-            ("GET", "/api/v1/permissions".into(), None, &all),
-            ("GET", format!("/api/v1/organizations/{org}"), None, &all),
+            ("GET", "/api/v1/auth/sessions".into(), None, &all),
+            (
+                "POST",
+                "/api/v1/auth/password".into(),
+                Some(json!({"current_password": "wrong", "new_password": "whatever-123"})),
+                &not_demo,
+            ),
+            ("GET", "/api/v1/regions".into(), None, &readers),
+            ("GET", "/api/v1/permissions".into(), None, &readers),
+            (
+                "GET",
+                format!("/api/v1/organizations/{org}"),
+                None,
+                &readers,
+            ),
             (
                 "PATCH",
                 format!("/api/v1/organizations/{org}"),
                 Some(json!({"description": "x"})),
                 &admin_only,
             ),
-            ("GET", "/api/v1/workspaces".into(), None, &all),
-            ("GET", "/api/v1/tenants".into(), None, &all),
+            ("GET", "/api/v1/workspaces".into(), None, &readers),
+            ("GET", "/api/v1/tenants".into(), None, &readers),
             ("GET", "/api/v1/users".into(), None, &readers),
             ("GET", format!("/api/v1/users/{victim}"), None, &readers),
             (

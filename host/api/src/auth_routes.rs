@@ -492,6 +492,16 @@ async fn refresh(
     }
 }
 
+/// A `demo` account is shared and read-only: it cannot change its password, MFA or email.
+fn no_demo(p: &Principal) -> Result<(), ApiError> {
+    match p {
+        Principal::User { roles, .. } if !roles.is_empty() && roles.iter().all(|r| r == "demo") => {
+            Err(ApiError::forbidden("demo accounts are read-only"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn user_parts(p: &Principal) -> (&str, &str) {
     match p {
         Principal::User {
@@ -627,6 +637,7 @@ async fn change_password(
     User(p): User,
     Body(body): Body<ChangePassword>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    no_demo(&p)?;
     let (user_id, session_id) = user_parts(&p);
     let user = state
         .meta
@@ -643,7 +654,7 @@ async fn change_password(
             AuditResult::Failure,
             json!({"reason": "wrong current password"}),
         );
-        return Err(ApiError::forbidden("the current password is wrong"));
+        return Err(ApiError::invalid("the current password is wrong"));
     }
     iam::validate_password(&body.new_password).map_err(|e| ApiError::invalid(e.to_string()))?;
     let hash = hash_password(body.new_password).await?;
@@ -726,6 +737,7 @@ async fn send_verification(
     State(state): State<Arc<AppState>>,
     User(p): User,
 ) -> Result<Response, ApiError> {
+    no_demo(&p)?;
     let (user_id, _) = user_parts(&p);
     let user = state
         .meta
@@ -1052,6 +1064,7 @@ async fn mfa_enroll(
     User(p): User,
     Body(body): Body<Password>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    no_demo(&p)?;
     let (user_id, _) = user_parts(&p);
     let user = state
         .meta
@@ -1094,6 +1107,7 @@ async fn mfa_activate(
     User(p): User,
     Body(body): Body<Code>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    no_demo(&p)?;
     let (user_id, _) = user_parts(&p);
     let mfa = state
         .meta
@@ -1141,6 +1155,7 @@ async fn mfa_disable(
     User(p): User,
     Body(body): Body<MfaDisable>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    no_demo(&p)?;
     let (user_id, _) = user_parts(&p);
     let user = state
         .meta

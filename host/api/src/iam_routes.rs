@@ -274,8 +274,9 @@ fn check_code(code: &str) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v1/regions", tag = "regions", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn list_regions(
     State(state): State<Arc<AppState>>,
-    User(_p): User,
+    User(p): User,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     let regions = state.meta.regions().await?;
     Ok(Json(json!({
         "items": regions.iter().map(|r| json!({
@@ -348,6 +349,7 @@ async fn get_organization(
     User(p): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     if id != p.scope().organization_id {
         return Err(not_found("organization"));
     }
@@ -425,6 +427,7 @@ async fn list_workspaces(
     User(p): User,
     Params(q): Params<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     let page = q.page();
     let items = if admin(&p) {
         state
@@ -494,6 +497,7 @@ async fn get_workspace(
     User(p): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     Ok(Json(ws_json(
         &visible_workspace(&state, &p, &id, admin(&p)).await?,
     )))
@@ -589,6 +593,7 @@ async fn list_tenants(
     User(p): User,
     Params(q): Params<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     let page = q.page();
     let within = within(&state, &p, &q).await?;
     let items = state.meta.tenants(&within, &page).await?;
@@ -647,6 +652,7 @@ async fn get_tenant(
     User(p): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     Ok(Json(tenant_json(
         &visible_tenant(&state, &p, &id, admin(&p)).await?,
     )))
@@ -1002,14 +1008,15 @@ fn is_built_in(r: &RoleRecord) -> bool {
 }
 
 #[utoipa::path(get, path = "/api/v1/permissions", tag = "permissions", security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
-async fn list_permissions(User(_p): User) -> Json<serde_json::Value> {
+async fn list_permissions(User(p): User) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&p, "user:read")?;
     let mut items = Vec::new();
     for r in storage::RESOURCES {
         for a in storage::ACTIONS {
             items.push(json!({"name": format!("{r}:{a}"), "resource": r, "action": a}));
         }
     }
-    Json(json!({ "items": items }))
+    Ok(Json(json!({ "items": items })))
 }
 
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
