@@ -882,3 +882,108 @@ async fn api_keys_rotate_with_grace_and_revoke_with_reason() {
         assert_eq!(all.len(), 2, "{}", b.name);
     }
 }
+
+#[tokio::test]
+async fn plugins_are_stored_per_workspace_with_their_bytes_once() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let admin = admin_of(s).await;
+        let ws = admin.scope.workspace_id.clone();
+        let bytes = vec![0u8, 97, 115, 109, 13, 0, 1, 0, 42];
+        let new = |version: &str| storage::NewPlugin {
+            workspace_id: ws.clone(),
+            name: "threshold".into(),
+            version: version.into(),
+            kind: "alert-condition".into(),
+            description: "d".into(),
+            config_schema: "{}".into(),
+            sha256: "abc123".into(),
+            bytes: bytes.clone(),
+            created_by: Some(admin.user_id.clone()),
+        };
+        let p1 = s.create_plugin(new("1.0.0")).await.expect("create");
+        assert_eq!(
+            (p1.kind.as_str(), p1.size_bytes, p1.is_enabled),
+            ("alert-condition", 9, true),
+            "{}",
+            b.name
+        );
+        let p2 = s
+            .create_plugin(new("1.1.0"))
+            .await
+            .expect("same bytes, new version");
+        assert!(
+            matches!(
+                s.create_plugin(new("1.0.0")).await,
+                Err(MetaError::Conflict(_))
+            ),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.plugin_bytes("abc123").await.expect("q"),
+            Some(bytes.clone()),
+            "{}",
+            b.name
+        );
+        let page = storage::Page {
+            limit: 50,
+            after: None,
+            include_deleted: false,
+        };
+        assert_eq!(
+            s.plugins(&ws, Some("threshold"), &page)
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+        assert!(
+            s.plugins(&ws, Some("other"), &page)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let off = s
+            .set_plugin_enabled(&p1.plugin_id, false, Some("failed 5 times in a row"))
+            .await
+            .expect("disable");
+        assert_eq!(
+            (off.is_enabled, off.disabled_reason.as_deref()),
+            (false, Some("failed 5 times in a row"))
+        );
+        let on = s
+            .set_plugin_enabled(&p1.plugin_id, true, None)
+            .await
+            .expect("enable");
+        assert!(on.is_enabled && on.disabled_reason.is_none());
+        assert!(
+            s.delete_plugin(&p1.plugin_id, Utc::now() - chrono::Duration::days(100))
+                .await
+                .expect("delete")
+        );
+        assert!(
+            !s.delete_plugin(&p1.plugin_id, Utc::now())
+                .await
+                .expect("delete"),
+            "already deleted"
+        );
+        s.create_plugin(new("1.0.0"))
+            .await
+            .expect("a deleted plugin frees its name and version");
+        let now = Utc::now();
+        s.purge(now - chrono::Duration::days(90), now)
+            .await
+            .expect("purge");
+        assert!(
+            s.plugin(&p1.plugin_id).await.expect("q").is_none(),
+            "{}: purged",
+            b.name
+        );
+        assert!(s.plugin(&p2.plugin_id).await.expect("q").is_some());
+        assert!(
+            s.plugin_bytes("abc123").await.expect("q").is_some(),
+            "still used"
+        );
+    }
+}

@@ -42,6 +42,7 @@ fn arguments(args: &[Value]) -> Result<PgArguments, DbError> {
             Value::Bool(v) => out.add(*v),
             Value::Time(v) => out.add(*v),
             Value::Float(v) => out.add(*v),
+            Value::Bytes(v) => out.add(v.clone()),
         };
         r.map_err(|e| DbError::Other(e.to_string()))?;
     }
@@ -65,6 +66,7 @@ fn decode(row: &PgRow) -> Result<Row, DbError> {
                     .map_err(e)?
                     .map(|t| t.and_utc()),
             ),
+            "BYTEA" => Value::Bytes(row.try_get::<Option<Vec<u8>>, _>(i).map_err(e)?),
             "UUID" => Value::Text(
                 row.try_get::<Option<sqlx::types::Uuid>, _>(i)
                     .map_err(e)?

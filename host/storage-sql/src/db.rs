@@ -16,6 +16,7 @@ pub enum Value {
     Bool(Option<bool>),
     Time(Option<DateTime<Utc>>),
     Float(Option<f64>),
+    Bytes(Option<Vec<u8>>),
 }
 
 impl From<&str> for Value {
@@ -41,6 +42,16 @@ impl From<Option<String>> for Value {
 impl From<Option<&str>> for Value {
     fn from(v: Option<&str>) -> Value {
         Value::Text(v.map(str::to_string))
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Value {
+        Value::Bytes(Some(v))
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Value {
+        Value::Bytes(Some(v.to_vec()))
     }
 }
 impl From<i64> for Value {
@@ -130,7 +141,9 @@ impl Row {
         match self.value(name)? {
             Value::Int(v) => Ok(*v),
             Value::Bool(v) => Ok(v.map(i64::from)),
-            Value::Text(None) | Value::Time(None) | Value::Float(None) => Ok(None),
+            Value::Text(None) | Value::Time(None) | Value::Float(None) | Value::Bytes(None) => {
+                Ok(None)
+            }
             Value::Text(Some(s)) => s
                 .parse()
                 .map(Some)
@@ -155,11 +168,21 @@ impl Row {
     pub fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, DbError> {
         match self.value(name)? {
             Value::Time(v) => Ok(*v),
-            Value::Text(None) | Value::Int(None) | Value::Float(None) => Ok(None),
+            Value::Text(None) | Value::Int(None) | Value::Float(None) | Value::Bytes(None) => {
+                Ok(None)
+            }
             Value::Text(Some(s)) => DateTime::parse_from_rfc3339(s)
                 .map(|d| Some(d.with_timezone(&Utc)))
                 .map_err(|_| Self::mismatch(name, "timestamp", &Value::Text(Some(s.clone())))),
             other => Err(Self::mismatch(name, "timestamp", other)),
+        }
+    }
+
+    pub fn bytes(&self, name: &str) -> Result<Vec<u8>, DbError> {
+        match self.value(name)? {
+            Value::Bytes(Some(b)) => Ok(b.clone()),
+            Value::Text(Some(s)) => Ok(s.clone().into_bytes()),
+            other => Err(Self::mismatch(name, "bytes", other)),
         }
     }
 

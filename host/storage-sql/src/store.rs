@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use model::Scope;
 use storage::{
     ApiKeyRecord, ApiKeyStatus, ApiKeyUsage, ConsumedToken, Entity, EntityPatch, InvitationRecord,
-    MetaError, MetaStore, MfaRecord, NewApiKey, NewInvitation, NewOrganization, NewSession,
-    NewTenant, NewUser, OneTimeKind, OrganizationRecord, Page, PurgeReport, RefreshOutcome,
-    RegionRecord, RoleGrant, RoleRecord, RoleType, SessionRecord, TenantRecord, UserPatch,
-    UserRecord, Within, WorkspaceRecord, is_permission,
+    MetaError, MetaStore, MfaRecord, NewApiKey, NewInvitation, NewOrganization, NewPlugin,
+    NewSession, NewTenant, NewUser, OneTimeKind, OrganizationRecord, Page, PluginRecord,
+    PurgeReport, RefreshOutcome, RegionRecord, RoleGrant, RoleRecord, RoleType, SessionRecord,
+    TenantRecord, UserPatch, UserRecord, Within, WorkspaceRecord, is_permission,
 };
 
 use crate::args;
@@ -162,6 +162,26 @@ fn invitation_from(r: &Row) -> Result<InvitationRecord, DbError> {
         role: RoleType::parse(&r.text("role_type")?).unwrap_or(RoleType::Viewer),
         invited_by: r.text("invited_by")?,
         expires_at: r.time("expires_at")?,
+    })
+}
+
+fn plugin_from(r: &Row) -> Result<PluginRecord, DbError> {
+    Ok(PluginRecord {
+        plugin_id: r.text("plugin_id")?,
+        workspace_id: r.text("workspace_id")?,
+        name: r.text("name")?,
+        version: r.text("version")?,
+        kind: r.text("kind")?,
+        description: r.text("description")?,
+        config_schema: r.text("config_schema")?,
+        sha256: r.text("sha256")?,
+        size_bytes: r.int("size_bytes")?,
+        is_enabled: r.bool("is_enabled")?,
+        disabled_reason: r.opt_text("disabled_reason")?,
+        created_by: r.opt_text("created_by")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        deleted_at: r.opt_time("deleted_at")?,
     })
 }
 
@@ -1035,6 +1055,18 @@ impl MetaStore for SqlMetaStore {
             )
             .await
             .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM plugins WHERE deleted_at IS NOT NULL AND deleted_at < $1",
+            args![cutoff],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM plugin_blobs WHERE sha256 NOT IN (SELECT sha256 FROM plugins)",
+            &[],
+        )
+        .await
+        .map_err(backend)?;
         for stmt in [
             "DELETE FROM refresh_tokens WHERE expires_at < $1",
             "DELETE FROM user_sessions WHERE expires_at < $1",
@@ -2016,6 +2048,132 @@ impl MetaStore for SqlMetaStore {
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
+    }
+
+    async fn create_plugin(&self, p: NewPlugin) -> Result<PluginRecord, MetaError> {
+        let at = Utc::now();
+        let id = new_id();
+        let size = i64::try_from(p.bytes.len()).unwrap_or(i64::MAX);
+        let mut tx = self.db.begin(false).await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO plugin_blobs (sha256, bytes, size_bytes, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256) DO NOTHING",
+            args![&p.sha256, p.bytes, size, at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO plugins (plugin_id, workspace_id, name, version, kind, description, \
+             config_schema, sha256, size_bytes, is_enabled, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $11, $11)",
+            args![
+                &id,
+                &p.workspace_id,
+                &p.name,
+                &p.version,
+                &p.kind,
+                &p.description,
+                &p.config_schema,
+                &p.sha256,
+                size,
+                p.created_by.clone(),
+                at
+            ],
+        )
+        .await
+        .map_err(conflict(
+            "a plugin with this name and version in the workspace",
+        ))?;
+        tx.commit().await.map_err(backend)?;
+        self.plugin(&id).await?.ok_or(MetaError::NotFound("plugin"))
+    }
+
+    async fn plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>, MetaError> {
+        self.db
+            .fetch_one(
+                "SELECT * FROM plugins WHERE plugin_id = $1",
+                args![plugin_id],
+            )
+            .await
+            .map_err(backend)?
+            .map(|r| plugin_from(&r))
+            .transpose()
+            .map_err(backend)
+    }
+
+    async fn plugins(
+        &self,
+        workspace_id: &str,
+        name: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<PluginRecord>, MetaError> {
+        let mut sql = Sql::new("SELECT * FROM plugins WHERE deleted_at IS NULL");
+        sql.push(" AND workspace_id = ?", workspace_id);
+        if let Some(n) = name {
+            sql.push(" AND name = ?", n);
+        }
+        sql.page("plugin_id", page);
+        self.db
+            .fetch(&sql.text, &sql.args)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(plugin_from)
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    async fn plugin_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, MetaError> {
+        self.db
+            .fetch_one(
+                "SELECT bytes FROM plugin_blobs WHERE sha256 = $1",
+                args![sha256],
+            )
+            .await
+            .map_err(backend)?
+            .map(|r| r.bytes("bytes"))
+            .transpose()
+            .map_err(backend)
+    }
+
+    async fn set_plugin_enabled(
+        &self,
+        plugin_id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<PluginRecord, MetaError> {
+        let n = self
+            .db
+            .execute(
+                "UPDATE plugins SET is_enabled = $2, disabled_reason = $3, updated_at = $4 \
+                 WHERE plugin_id = $1 AND deleted_at IS NULL",
+                args![
+                    plugin_id,
+                    enabled,
+                    if enabled { None } else { reason },
+                    Utc::now()
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(MetaError::NotFound("plugin"));
+        }
+        self.plugin(plugin_id)
+            .await?
+            .ok_or(MetaError::NotFound("plugin"))
+    }
+
+    async fn delete_plugin(&self, plugin_id: &str, at: DateTime<Utc>) -> Result<bool, MetaError> {
+        let n = self
+            .db
+            .execute(
+                "UPDATE plugins SET deleted_at = $2, updated_at = $2 WHERE plugin_id = $1 AND deleted_at IS NULL",
+                args![plugin_id, at],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
     }
 
     async fn api_key_usage_log(

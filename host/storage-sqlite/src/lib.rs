@@ -52,6 +52,7 @@ fn arguments(args: &[Value]) -> Result<SqliteArguments<'static>, DbError> {
             Value::Bool(v) => out.add(*v),
             Value::Time(v) => out.add(v.map(ts)),
             Value::Float(v) => out.add(*v),
+            Value::Bytes(v) => out.add(v.clone()),
         };
         r.map_err(|e| DbError::Other(e.to_string()))?;
     }

@@ -10,9 +10,9 @@ mod telemetry;
 pub use meta::{
     ACTIONS, ApiKeyRecord, ApiKeyStatus, ApiKeyUsage, ConsumedToken, Entity, EntityPatch,
     InvitationRecord, MetaError, MetaStore, MfaRecord, NewApiKey, NewInvitation, NewOrganization,
-    NewSession, NewTenant, NewUser, OneTimeKind, OrganizationRecord, Page, PurgeReport, RESOURCES,
-    RefreshOutcome, RegionRecord, RoleGrant, RoleRecord, RoleType, SessionRecord, TenantRecord,
-    UserPatch, UserRecord, Within, WorkspaceRecord, is_permission,
+    NewPlugin, NewSession, NewTenant, NewUser, OneTimeKind, OrganizationRecord, Page, PluginRecord,
+    PurgeReport, RESOURCES, RefreshOutcome, RegionRecord, RoleGrant, RoleRecord, RoleType,
+    SessionRecord, TenantRecord, UserPatch, UserRecord, Within, WorkspaceRecord, is_permission,
 };
 pub use telemetry::{
     DedupWindow, RawExport, Reconvert, StoreError, StoreStats, TableStats, TelemetryStore,

@@ -453,6 +453,40 @@ pub struct PurgeReport {
     pub expired_auth_rows: u64,
 }
 
+/// An uploaded plugin (its component bytes are kept apart, by content hash).
+#[derive(Debug, Clone)]
+pub struct PluginRecord {
+    pub plugin_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub version: String,
+    /// The world: `alert-condition`, `widget-transform` or `notification-channel`.
+    pub kind: String,
+    pub description: String,
+    pub config_schema: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub is_enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPlugin {
+    pub workspace_id: String,
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub description: String,
+    pub config_schema: String,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+    pub created_by: Option<String>,
+}
+
 /// Everything the host keeps about who may do what.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -743,6 +777,31 @@ pub trait MetaStore: Send + Sync + 'static {
         usage: &[(String, u64, DateTime<Utc>, String)],
         log: &[ApiKeyUsage],
     ) -> Result<(), MetaError>;
+    // ---- plugins -------------------------------------------------------------------------
+
+    /// Stores an uploaded plugin (and its bytes, once per content hash).
+    async fn create_plugin(&self, plugin: NewPlugin) -> Result<PluginRecord, MetaError>;
+    /// A plugin by id, deleted or not.
+    async fn plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>, MetaError>;
+    /// A workspace's plugins that are not deleted, by name then version; `name` narrows.
+    async fn plugins(
+        &self,
+        workspace_id: &str,
+        name: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<PluginRecord>, MetaError>;
+    /// The component bytes of a content hash.
+    async fn plugin_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, MetaError>;
+    /// Enables or disables a plugin (with the reason, e.g. a circuit breaker's).
+    async fn set_plugin_enabled(
+        &self,
+        plugin_id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<PluginRecord, MetaError>;
+    /// Soft-deletes a plugin; false if there is none.
+    async fn delete_plugin(&self, plugin_id: &str, at: DateTime<Utc>) -> Result<bool, MetaError>;
+
     /// The newest usage log rows of a key.
     async fn api_key_usage_log(
         &self,
