@@ -3,6 +3,8 @@
 
 #[path = "../common/clickhouse_env.rs"]
 mod clickhouse_env;
+#[path = "../common/guests.rs"]
+mod guests;
 #[path = "../common/postgres_env.rs"]
 mod postgres_env;
 mod support;
@@ -19,5 +21,6 @@ mod email_flows;
 mod iam_crawl;
 mod operations;
 mod otlp_json;
+mod plugins;
 mod python_sdk;
 mod tenancy;

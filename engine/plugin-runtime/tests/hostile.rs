@@ -4,50 +4,18 @@
 //!
 //! The guest is `plugins/hostile-condition`, built here for `wasm32-wasip2` with plain cargo.
 
-use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use plugin_runtime::{
     EvaluationContext, PluginError, PluginKind, PluginRuntime, QueryResult, RuntimeConfig,
     SeriesStatus,
 };
 
-/// Builds a workspace guest crate for `wasm32-wasip2` (once per test process) and returns the
-/// component's bytes.
+#[path = "../../../tests/common/guests.rs"]
+mod guests;
+
 fn guest(package: &str) -> Vec<u8> {
-    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, Vec<u8>>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(b) = built.get(package) {
-        return b.clone();
-    }
-    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            package,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building {package} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file = target_dir
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
-    let bytes = std::fs::read(&file).expect("the built component");
-    built.insert(package.to_string(), bytes.clone());
-    bytes
+    guests::guest(package, std::path::Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 fn runtime() -> &'static PluginRuntime {

@@ -13,6 +13,7 @@ mod iam_routes;
 mod ingest;
 mod mail;
 mod otlp_http;
+mod plugins;
 mod routes;
 mod sql_json;
 
@@ -25,6 +26,7 @@ pub use grpc::grpc_services;
 pub use ingest::reconvert;
 pub use mail::{Mailer, SmtpMailer};
 pub use otlp_http::otlp_router;
+pub use plugins::PluginService;
 pub use routes::api_router;
 
 use iam::TokenKeys;
@@ -111,6 +113,7 @@ pub struct AppState {
     pub access: AccessCache,
     pub auth: AuthSettings,
     pub audit: AuditLog,
+    pub plugins: Arc<PluginService>,
     pub limits: IngestLimits,
     pub query_limits: query::QueryLimits,
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -125,6 +128,7 @@ impl AppState {
         tokens: TokenKeys,
         limits: IngestLimits,
         auth: AuthSettings,
+        plugins: Arc<PluginService>,
         render_metrics: Box<dyn Fn() -> String + Send + Sync>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
@@ -132,6 +136,7 @@ impl AppState {
             access: AccessCache::default(),
             audit: AuditLog::default(),
             auth,
+            plugins,
             meta,
             telemetry,
             tokens,

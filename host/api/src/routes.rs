@@ -101,6 +101,7 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .routes(routes!(query_sql))
         .merge(crate::auth_routes::router())
         .merge(crate::iam_routes::router())
+        .merge(crate::plugins::router())
         .split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the OpenAPI document");

@@ -285,12 +285,20 @@ impl Server {
         };
         let api_listener = bind(config.http_addr, "the API").await?;
         let auth = auth_settings(&config, api_listener.local_addr()?)?;
+        let runtime = plugin_runtime::PluginRuntime::new(plugin_runtime::RuntimeConfig::default())
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("cannot start the plugin runtime")?;
+        let plugins = Arc::new(api::PluginService::new(
+            runtime,
+            Some(config.data_dir.join("plugins").join("cache")),
+        ));
         let state = AppState::new(
             Arc::clone(&meta),
             telemetry.port(),
             tokens,
             limits,
             auth,
+            plugins,
             render,
         );
 

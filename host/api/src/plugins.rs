@@ -1,0 +1,693 @@
+//! The plugin registry over HTTP, per workspace: upload (validated against the world it claims,
+//! compiled in a bounded worker), list, get with its config schema, versions, enable/disable,
+//! delete, config validation, and a dry run of a condition over the caller's own data.
+//!
+//! Compiled components are cached in memory and on disk (`<data-dir>/plugins/cache`, keyed by
+//! content hash and the engine's compatibility hash); only artifacts this server wrote there are
+//! loaded back. A plugin that fails 5 calls in a row (trap, deadline, memory, invalid output) is
+//! disabled by a circuit breaker, with the reason shown on the plugin.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::Utc;
+use iam::Principal;
+use model::ErrorKind;
+use moka::future::Cache;
+use parking_lot::Mutex;
+use plugin_runtime::{
+    CompiledPlugin, EvaluationContext, PluginError, PluginKind, PluginRuntime, QueryResult,
+    SeriesStatus,
+};
+use serde::Deserialize;
+use serde_json::json;
+use storage::{NewPlugin, Page, PluginRecord};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::audit::AuditResult;
+use crate::auth::{Client, User};
+use crate::iam_routes::Params;
+use crate::routes::Body;
+use crate::{ApiError, AppState};
+
+/// Failed calls in a row after which a plugin is disabled.
+const BREAKER_THRESHOLD: u32 = 5;
+
+/// The runtime, compile slots, caches and the circuit breaker.
+pub struct PluginService {
+    runtime: Arc<PluginRuntime>,
+    compile_slots: tokio::sync::Semaphore,
+    cache_dir: Option<PathBuf>,
+    compiled: Cache<String, Arc<CompiledPlugin>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl PluginService {
+    /// `cache_dir`: where compiled artifacts are kept between restarts (`None`: memory only).
+    pub fn new(runtime: PluginRuntime, cache_dir: Option<PathBuf>) -> PluginService {
+        PluginService {
+            runtime: Arc::new(runtime),
+            compile_slots: tokio::sync::Semaphore::new(2),
+            cache_dir,
+            compiled: Cache::builder().max_capacity(512).build(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> &PluginRuntime {
+        &self.runtime
+    }
+
+    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| {
+            d.join(format!(
+                "{sha256}-{}.cwasm",
+                self.runtime.compatibility_key()
+            ))
+        })
+    }
+
+    /// Compiles uploaded bytes in a bounded worker (two at a time; uploads wait their turn).
+    async fn compile(
+        &self,
+        bytes: Vec<u8>,
+        claimed: Option<PluginKind>,
+    ) -> Result<Arc<CompiledPlugin>, ApiError> {
+        let _slot = self
+            .compile_slots
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        let rt = Arc::clone(&self.runtime);
+        let plugin = tokio::task::spawn_blocking(move || rt.compile(&bytes, claimed))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(plugin_error)?;
+        let plugin = Arc::new(plugin);
+        self.remember(&plugin).await;
+        Ok(plugin)
+    }
+
+    async fn remember(&self, plugin: &Arc<CompiledPlugin>) {
+        if let Some(path) = self.artifact_path(&plugin.sha256)
+            && !path.exists()
+        {
+            match plugin.serialize() {
+                Ok(artifact) => {
+                    if let Err(e) = write_atomically(&path, &artifact) {
+                        tracing::warn!(error = %e, path = %path.display(), "cannot cache a compiled plugin");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot serialize a compiled plugin"),
+            }
+        }
+        self.compiled
+            .insert(plugin.sha256.clone(), Arc::clone(plugin))
+            .await;
+    }
+
+    /// The compiled plugin of a record: from memory, else from this server's artifact cache,
+    /// else compiled again from the stored bytes.
+    async fn load(
+        &self,
+        meta: &dyn storage::MetaStore,
+        record: &PluginRecord,
+    ) -> Result<Arc<CompiledPlugin>, ApiError> {
+        if let Some(p) = self.compiled.get(&record.sha256).await {
+            return Ok(p);
+        }
+        if let Some(path) = self.artifact_path(&record.sha256)
+            && let Ok(artifact) = std::fs::read(&path)
+        {
+            let rt = Arc::clone(&self.runtime);
+            let sha = record.sha256.clone();
+            // SAFETY: artifacts in the cache directory are written only by `remember`, from
+            // components this runtime compiled; the name carries the engine's compatibility
+            // key, so a file from another engine version is never picked.
+            #[allow(unsafe_code)]
+            let loaded =
+                tokio::task::spawn_blocking(move || unsafe { rt.load_compiled(&artifact, sha) })
+                    .await
+                    .map_err(ApiError::internal)?;
+            match loaded {
+                Ok(p) => {
+                    let p = Arc::new(p);
+                    self.compiled
+                        .insert(record.sha256.clone(), Arc::clone(&p))
+                        .await;
+                    return Ok(p);
+                }
+                Err(e) => tracing::warn!(error = %e, "cached artifact not usable; compiling again"),
+            }
+        }
+        let bytes = meta
+            .plugin_bytes(&record.sha256)
+            .await?
+            .ok_or_else(|| ApiError::internal("plugin bytes missing"))?;
+        self.compile(bytes, PluginKind::parse(&record.kind)).await
+    }
+
+    /// Counts a call's outcome; returns the reason when this failure trips the breaker.
+    fn outcome(&self, plugin_id: &str, result: &Result<(), &PluginError>) -> Option<String> {
+        let mut failures = self.failures.lock();
+        match result {
+            Ok(()) | Err(PluginError::Failed { .. }) => {
+                failures.remove(plugin_id);
+                None
+            }
+            Err(e) => {
+                let n = failures.entry(plugin_id.to_string()).or_insert(0);
+                *n += 1;
+                (*n >= BREAKER_THRESHOLD).then(|| {
+                    failures.remove(plugin_id);
+                    format!(
+                        "disabled after {BREAKER_THRESHOLD} failed calls in a row; the last: {e}"
+                    )
+                })
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn plugin_error(e: PluginError) -> ApiError {
+    match e {
+        PluginError::Invalid(m) => ApiError::invalid(m),
+        PluginError::Host { .. } => ApiError::internal(e),
+        other => ApiError::invalid(other.to_string()),
+    }
+}
+
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_plugin, list_plugins))
+        .routes(routes!(get_plugin, delete_plugin))
+        .routes(routes!(plugin_versions))
+        .routes(routes!(enable_plugin))
+        .routes(routes!(disable_plugin))
+        .routes(routes!(validate_plugin_config))
+        .routes(routes!(run_plugin))
+        .layer(DefaultBodyLimit::max(11 << 20))
+}
+
+fn require_any(p: &Principal, permissions: &[&str]) -> Result<(), ApiError> {
+    if permissions.iter().any(|x| p.has(x)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "this action needs one of the permissions {}",
+            permissions.join(", ")
+        )))
+    }
+}
+
+const READ: [&str; 2] = ["alert:read", "dashboard:read"];
+const MANAGE: [&str; 2] = ["alert:admin", "dashboard:admin"];
+
+fn plugin_json(p: &PluginRecord, with_schema: bool) -> serde_json::Value {
+    let mut v = json!({
+        "plugin_id": p.plugin_id, "workspace_id": p.workspace_id, "name": p.name,
+        "version": p.version, "kind": p.kind, "description": p.description,
+        "sha256": p.sha256, "size_bytes": p.size_bytes, "enabled": p.is_enabled,
+        "disabled_reason": p.disabled_reason, "built_in": false,
+        "created_by": p.created_by, "created_at": p.created_at, "updated_at": p.updated_at,
+    });
+    if with_schema && let Some(o) = v.as_object_mut() {
+        let schema = serde_json::from_str::<serde_json::Value>(&p.config_schema)
+            .unwrap_or_else(|_| json!(p.config_schema));
+        o.insert("config_schema".into(), schema);
+    }
+    v
+}
+
+/// A plugin of the caller's workspace (deleted ones and other workspaces' are 404).
+async fn visible_plugin(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<PluginRecord, ApiError> {
+    match state.meta.plugin(id).await? {
+        Some(r) if r.workspace_id == p.scope().workspace_id && r.deleted_at.is_none() => Ok(r),
+        _ => Err(ApiError::new(ErrorKind::NotFound, "plugin not found")),
+    }
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// The world the component implements: `alert-condition`, `widget-transform` or
+    /// `notification-channel`. Optional: what it exports decides.
+    kind: Option<String>,
+}
+
+/// The component's bytes: the raw body (`application/wasm` or `application/octet-stream`), or
+/// the first file of a `multipart/form-data` body.
+async fn upload_bytes(req: Request, state: &Arc<AppState>) -> Result<Vec<u8>, ApiError> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if is_multipart {
+        let mut form = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::invalid(e.body_text()))?;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::invalid(e.body_text()))?
+        {
+            if field.file_name().is_some() || field.name() == Some("file") {
+                let b = field
+                    .bytes()
+                    .await
+                    .map_err(|e| ApiError::invalid(e.body_text()))?;
+                return Ok(b.to_vec());
+            }
+        }
+        return Err(ApiError::invalid("the form has no file field"));
+    }
+    let b = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorKind::TooLarge, "a plugin is at most 10 MiB")
+        } else {
+            ApiError::invalid(e.body_text())
+        }
+    })?;
+    Ok(b.to_vec())
+}
+
+/// Uploads a component to the caller's workspace.
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component (or multipart/form-data with a file field)"),
+    security(("bearer" = [])),
+    responses((status = 201, description = "stored, with its metadata"), (status = "4XX", description = "what is wrong with it")))]
+async fn upload_plugin(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    User(p): User,
+    Params(q): Params<UploadQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    require_any(&p, &MANAGE)?;
+    let claimed = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(PluginKind::parse(k).ok_or_else(|| {
+            ApiError::invalid(
+                "kind must be alert-condition, widget-transform or notification-channel",
+            )
+        })?),
+    };
+    let bytes = upload_bytes(req, &state).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::invalid(
+            "the body is empty; send the .wasm component",
+        ));
+    }
+    let compiled = match state.plugins.compile(bytes.clone(), claimed).await {
+        Ok(c) => c,
+        Err(e) => {
+            state.audit(
+                &client,
+                p.actor(),
+                p.scope(),
+                "plugin.upload",
+                ("plugin", ""),
+                AuditResult::Failure,
+                json!({"reason": e.message}),
+            );
+            return Err(e);
+        }
+    };
+    let record = state
+        .meta
+        .create_plugin(NewPlugin {
+            workspace_id: p.scope().workspace_id.clone(),
+            name: compiled.metadata.name.clone(),
+            version: compiled.metadata.version.clone(),
+            kind: compiled.kind.world().to_string(),
+            description: compiled.metadata.description.clone(),
+            config_schema: compiled.metadata.config_schema.clone(),
+            sha256: compiled.sha256.clone(),
+            bytes,
+            created_by: Some(p.actor().to_string()),
+        })
+        .await?;
+    state.audit(&client, p.actor(), p.scope(), "plugin.upload", ("plugin", &record.plugin_id), AuditResult::Success, json!({"name": record.name, "version": record.version, "kind": record.kind, "sha256": record.sha256}));
+    Ok((StatusCode::CREATED, Json(plugin_json(&record, true))).into_response())
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PluginList {
+    name: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// The caller's workspace's plugins.
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", params(PluginList), security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn list_plugins(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Params(q): Params<PluginList>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_any(&p, &READ)?;
+    let page = Page {
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+        after: q.after,
+        include_deleted: false,
+    };
+    let items = state
+        .meta
+        .plugins(&p.scope().workspace_id, q.name.as_deref(), &page)
+        .await?;
+    let next = (items.len() == page.limit as usize)
+        .then(|| items.last().map(|i| i.plugin_id.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "items": items.iter().map(|r| plugin_json(r, false)).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+/// One plugin with its config schema.
+#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins", params(("id" = String, Path, description = "the plugin")), security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn get_plugin(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_any(&p, &READ)?;
+    Ok(Json(plugin_json(
+        &visible_plugin(&state, &p, &id).await?,
+        true,
+    )))
+}
+
+/// Every version of the plugin's name in the workspace.
+#[utoipa::path(get, path = "/api/v1/plugins/{id}/versions", tag = "plugins", params(("id" = String, Path, description = "the plugin")), security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn plugin_versions(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_any(&p, &READ)?;
+    let r = visible_plugin(&state, &p, &id).await?;
+    let page = Page {
+        limit: 500,
+        after: None,
+        include_deleted: false,
+    };
+    let items = state
+        .meta
+        .plugins(&r.workspace_id, Some(&r.name), &page)
+        .await?;
+    Ok(Json(json!({
+        "name": r.name,
+        "items": items.iter().map(|x| plugin_json(x, false)).collect::<Vec<_>>(),
+    })))
+}
+
+/// Enables a plugin (and resets its circuit breaker).
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/enable", tag = "plugins", params(("id" = String, Path, description = "the plugin")), security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn enable_plugin(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    User(p): User,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    visible_plugin(&state, &p, &id).await?;
+    require_any(&p, &MANAGE)?;
+    let r = state.meta.set_plugin_enabled(&id, true, None).await?;
+    state.plugins.failures.lock().remove(&id);
+    state.audit(
+        &client,
+        p.actor(),
+        p.scope(),
+        "plugin.enable",
+        ("plugin", &id),
+        AuditResult::Success,
+        json!({}),
+    );
+    Ok(Json(plugin_json(&r, false)))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Disable {
+    reason: Option<String>,
+}
+
+/// Disables a plugin: rules and widgets using it fail with the reason until it is enabled.
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/disable", tag = "plugins", params(("id" = String, Path, description = "the plugin")),
+    request_body(content = Option<Disable>, description = "optional"), security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn disable_plugin(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    User(p): User,
+    Path(id): Path<String>,
+    crate::routes::OptBody(body): crate::routes::OptBody<Disable>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    visible_plugin(&state, &p, &id).await?;
+    require_any(&p, &MANAGE)?;
+    let reason = body
+        .and_then(|b| b.reason)
+        .unwrap_or_else(|| "disabled by an admin".to_string());
+    let r = state
+        .meta
+        .set_plugin_enabled(&id, false, Some(&reason))
+        .await?;
+    state.audit(
+        &client,
+        p.actor(),
+        p.scope(),
+        "plugin.disable",
+        ("plugin", &id),
+        AuditResult::Success,
+        json!({"reason": reason}),
+    );
+    Ok(Json(plugin_json(&r, false)))
+}
+
+/// Deletes a plugin (soft; purged later).
+#[utoipa::path(delete, path = "/api/v1/plugins/{id}", tag = "plugins", params(("id" = String, Path, description = "the plugin")), security(("bearer" = [])),
+    responses((status = 204, description = "done"), (status = "4XX", description = "an error with its reason")))]
+async fn delete_plugin(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    User(p): User,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    visible_plugin(&state, &p, &id).await?;
+    require_any(&p, &MANAGE)?;
+    state.meta.delete_plugin(&id, Utc::now()).await?;
+    state.audit(
+        &client,
+        p.actor(),
+        p.scope(),
+        "plugin.delete",
+        ("plugin", &id),
+        AuditResult::Success,
+        json!({}),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    /// The config to check, as JSON.
+    config: serde_json::Value,
+}
+
+/// Runs the plugin's own config validation: `errors` lists each bad field's path and problem.
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/validate-config", tag = "plugins", params(("id" = String, Path, description = "the plugin")),
+    request_body = ConfigBody, security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn validate_plugin_config(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+    Body(body): Body<ConfigBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_any(&p, &READ)?;
+    let record = visible_plugin(&state, &p, &id).await?;
+    let compiled = state.plugins.load(state.meta.as_ref(), &record).await?;
+    let rt = Arc::clone(&state.plugins.runtime);
+    let config = body.config.to_string();
+    let errors = tokio::task::spawn_blocking(move || rt.validate_config(&compiled, &config))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(plugin_error)?;
+    Ok(Json(json!({
+        "valid": errors.is_empty(),
+        "errors": errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RunInput {
+    /// The query's name in the rule (`A`, …).
+    name: String,
+    /// A SELECT over the caller's telemetry, run like `/api/v1/query/sql`.
+    sql: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    config: serde_json::Value,
+    inputs: Vec<RunInput>,
+    /// The state blob of a previous run (base64), to see how the plugin carries it.
+    state: Option<String>,
+}
+
+/// Dry-runs an alert condition on the caller's own data: each input's SQL runs in the caller's
+/// scope, its result goes to the plugin as Arrow IPC, and the series come back.
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/run", tag = "plugins", params(("id" = String, Path, description = "the plugin")),
+    request_body = RunBody, security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn run_plugin(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    User(p): User,
+    Path(id): Path<String>,
+    Body(body): Body<RunBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_any(&p, &READ)?;
+    if !p.may_read_telemetry() {
+        return Err(ApiError::forbidden("this role cannot read telemetry"));
+    }
+    let record = visible_plugin(&state, &p, &id).await?;
+    if !record.is_enabled {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "the plugin is disabled: {}",
+                record
+                    .disabled_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ),
+        ));
+    }
+    if record.kind != PluginKind::AlertCondition.world() {
+        return Err(ApiError::invalid(format!(
+            "{} plugins do not run on query results",
+            record.kind
+        )));
+    }
+    if body.inputs.is_empty() || body.inputs.len() > 16 {
+        return Err(ApiError::invalid("inputs must list 1 to 16 queries"));
+    }
+    let mut inputs = Vec::with_capacity(body.inputs.len());
+    for q in &body.inputs {
+        let out = query::run_scoped_sql(
+            state.telemetry.as_ref(),
+            p.scope(),
+            &q.sql,
+            &state.query_limits,
+        )
+        .await?;
+        inputs.push(QueryResult {
+            name: q.name.clone(),
+            data: arrow_ipc(&out)?,
+        });
+    }
+    let prev = body
+        .state
+        .as_deref()
+        .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("state is not base64: {e}")))?;
+    let compiled = state.plugins.load(state.meta.as_ref(), &record).await?;
+    let now = Utc::now().timestamp_millis();
+    let ctx = EvaluationContext {
+        rule_id: format!("dry-run:{}", record.plugin_id),
+        evaluation_time_ms: now,
+        interval_ms: 60_000,
+        range_start_ms: now - 300_000,
+        range_end_ms: now,
+        config: body.config.to_string(),
+        state: prev,
+    };
+    let rt = Arc::clone(&state.plugins.runtime);
+    let result = tokio::task::spawn_blocking(move || rt.evaluate(&compiled, &ctx, &inputs))
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(reason) = state
+        .plugins
+        .outcome(&record.plugin_id, &result.as_ref().map(|_| ()))
+    {
+        tracing::error!(plugin = %record.plugin_id, %reason, "circuit breaker: plugin disabled");
+        state
+            .meta
+            .set_plugin_enabled(&record.plugin_id, false, Some(&reason))
+            .await?;
+        state.audit(
+            &client,
+            "",
+            p.scope(),
+            "plugin.disable",
+            ("plugin", &record.plugin_id),
+            AuditResult::Success,
+            json!({"reason": reason, "by": "circuit breaker"}),
+        );
+    }
+    let evaluation = result.map_err(plugin_error)?;
+    Ok(Json(json!({
+        "series": evaluation.series.iter().map(|s| json!({
+            "labels": s.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "status": match s.status {
+                SeriesStatus::Ok => "ok",
+                SeriesStatus::Alerting => "alerting",
+                SeriesStatus::NoData => "no_data",
+                SeriesStatus::Error => "error",
+            },
+            "value": s.value,
+            "severity": s.severity,
+            "annotations": s.annotations.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "state": evaluation.state.map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
+    })))
+}
+
+/// A query result as one Arrow IPC stream.
+fn arrow_ipc(out: &query::SqlOutput) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &out.schema)
+            .map_err(ApiError::internal)?;
+        for b in &out.batches {
+            w.write(b).map_err(ApiError::internal)?;
+        }
+        w.finish().map_err(ApiError::internal)?;
+    }
+    Ok(buf)
+}

@@ -1,0 +1,46 @@
+//! Guest components built from workspace crates for `wasm32-wasip2` with plain cargo, once per
+//! test process, into a target dir of their own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// The component bytes of workspace package `package`, built for `wasm32-wasip2` in release.
+///
+/// # Panics
+/// When the build fails (the message says why, e.g. a missing `wasm32-wasip2` target).
+pub fn guest(package: &str, target_dir: &Path) -> Vec<u8> {
+    static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = built.get(package) {
+        return b.clone();
+    }
+    let target_dir: PathBuf = target_dir.join("guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building {package} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = target_dir
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    let bytes = std::fs::read(&file).expect("the built component");
+    built.insert(package.to_string(), bytes.clone());
+    bytes
+}

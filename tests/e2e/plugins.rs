@@ -1,0 +1,242 @@
+//! The plugin registry as a workspace uses it: upload a component it built, see it described,
+//! validate configs, dry-run it on its own data, watch a misbehaving one fail alone and get
+//! disabled by the circuit breaker; and another workspace never sees it.
+
+use serde_json::{Value, json};
+
+use crate::support::{Api, TestServer};
+
+fn component() -> Vec<u8> {
+    crate::guests::guest(
+        "hostile-condition",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+    )
+}
+
+async fn upload(api: &Api, token: &str, bytes: Vec<u8>, query: &str) -> (u16, Value) {
+    let resp = api
+        .client
+        .post(format!("{}/api/v1/plugins{query}", api.base))
+        .bearer_auth(token)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
+    let open = |c: &mut server::Config| c.registration = server::config::RegistrationMode::Open;
+    let (srv, api, admin) = TestServer::with_admin_tuned(open).await;
+    let bytes = component();
+
+    // Refused uploads say why.
+    let (status, body) = upload(&api, &admin, bytes.clone(), "?kind=widget-transform").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("implements the alert-condition world"),
+        "{body}"
+    );
+    let (status, body) = upload(&api, &admin, b"not wasm".to_vec(), "").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = upload(&api, &admin, Vec::new(), "").await;
+    assert_eq!(status, 400);
+    let (status, body) = upload(&api, &admin, vec![0u8; 10 << 20 | 512], "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("limit"), "{body}");
+    let (status, _) = upload(&api, &admin, vec![0u8; 12 << 20], "").await;
+    assert_eq!(status, 413, "past the body limit");
+
+    // Accepted.
+    let (status, p) = upload(&api, &admin, bytes.clone(), "?kind=alert-condition").await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["name"], json!("hostile-condition"));
+    assert_eq!(p["kind"], json!("alert-condition"));
+    assert_eq!(p["enabled"], json!(true));
+    assert!(p["config_schema"]["properties"]["mode"].is_object(), "{p}");
+    let id = p["plugin_id"].as_str().expect("id").to_string();
+    let (status, _) = upload(&api, &admin, bytes.clone(), "").await;
+    assert_eq!(status, 409, "same name and version again");
+
+    let (status, list) = api.get("/api/v1/plugins", &admin).await;
+    assert_eq!(status, 200);
+    assert!(
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|i| i["plugin_id"] == json!(id))
+    );
+    let (_, versions) = api
+        .get(&format!("/api/v1/plugins/{id}/versions"), &admin)
+        .await;
+    assert_eq!(versions["items"].as_array().expect("items").len(), 1);
+
+    let (status, v) = api
+        .post(
+            &format!("/api/v1/plugins/{id}/validate-config"),
+            Some(&admin),
+            json!({"config": {"mode": "fly"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["valid"], json!(false));
+    assert_eq!(v["errors"][0]["path"], json!("/mode"));
+
+    // A dry run over the workspace's own data, state carried between runs.
+    let run = |config: Value, state: Value| {
+        let api = api.clone();
+        let admin = admin.clone();
+        let id = id.clone();
+        async move {
+            api.post(
+                &format!("/api/v1/plugins/{id}/run"),
+                Some(&admin),
+                json!({"config": config, "inputs": [{"name": "A", "sql": "SELECT count(*) AS n FROM logs_v3"}], "state": state}),
+            )
+            .await
+        }
+    };
+    let (status, first) = run(json!({"mode": "ok", "threshold": 1}), Value::Null).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["series"][0]["labels"]["query"], json!("A"));
+    assert_eq!(
+        first["series"][0]["status"],
+        json!("alerting"),
+        "an Arrow stream is more than one byte"
+    );
+    let (_, second) = run(json!({"mode": "ok"}), first["state"].clone()).await;
+    assert_eq!(
+        second["series"][0]["annotations"]["runs"],
+        json!("2"),
+        "{second}"
+    );
+
+    // A misbehaving plugin fails alone, says why, and is disabled after five failures in a row.
+    let (status, body) = run(json!({"mode": "loop"}), Value::Null).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("time budget"), "{body}");
+    let (status, body) = run(json!({"mode": "panic"}), Value::Null).await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("boom"), "{body}");
+    assert_eq!(
+        api.get("/healthz", &admin).await.0,
+        200,
+        "the server is fine"
+    );
+    for _ in 0..3 {
+        run(json!({"mode": "memory"}), Value::Null).await;
+    }
+    let (_, after) = api.get(&format!("/api/v1/plugins/{id}"), &admin).await;
+    assert_eq!(after["enabled"], json!(false), "{after}");
+    assert!(
+        after["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("5 failed calls")),
+        "{after}"
+    );
+    let (status, _) = run(json!({"mode": "ok"}), Value::Null).await;
+    assert_eq!(status, 409, "a disabled plugin does not run");
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/plugins/{id}/enable"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(run(json!({"mode": "ok"}), Value::Null).await.0, 200);
+
+    // Another workspace (another organization) never sees it, and can upload its own copy.
+    let (status, _) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "b@b.example", "password": "b-password-1", "organization_name": "B"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let other = api.login("b@b.example", "b-password-1").await;
+    for (method, path) in [
+        ("GET", format!("/api/v1/plugins/{id}")),
+        ("GET", format!("/api/v1/plugins/{id}/versions")),
+        ("POST", format!("/api/v1/plugins/{id}/disable")),
+        ("POST", format!("/api/v1/plugins/{id}/enable")),
+        ("DELETE", format!("/api/v1/plugins/{id}")),
+    ] {
+        let (status, body, _) = api.call(method, &path, Some(&other), None).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+    }
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/plugins/{id}/run"),
+            Some(&other),
+            json!({"config": {}, "inputs": [{"name": "A", "sql": "SELECT 1"}]}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, theirs) = api.get("/api/v1/plugins", &other).await;
+    assert!(
+        theirs["items"].as_array().expect("items").is_empty(),
+        "{theirs}"
+    );
+    // multipart upload works too
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes.clone()).file_name("hostile.wasm"),
+    );
+    let resp = api
+        .client
+        .post(format!("{}/api/v1/plugins", api.base))
+        .bearer_auth(&other)
+        .multipart(form)
+        .send()
+        .await
+        .expect("multipart");
+    assert_eq!(resp.status().as_u16(), 201);
+
+    // Permissions: a viewer reads, only admins manage.
+    let (_, u) = api
+        .post(
+            "/api/v1/users",
+            Some(&admin),
+            json!({"email": "v@example.com", "password": "viewer-pass", "role": "viewer"}),
+        )
+        .await;
+    assert!(u["user_id"].is_string(), "{u}");
+    let viewer = api.login("v@example.com", "viewer-pass").await;
+    assert_eq!(api.get("/api/v1/plugins", &viewer).await.0, 200);
+    assert_eq!(upload(&api, &viewer, bytes.clone(), "").await.0, 403);
+    let (status, _, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/plugins/{id}"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, _, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/plugins/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        api.get(&format!("/api/v1/plugins/{id}"), &admin).await.0,
+        404
+    );
+    srv.shutdown().await;
+}
