@@ -159,6 +159,9 @@ impl Condition for Plugin {
     }
 }
 
+// Exported only in the component: a native cdylib cannot carry the component's export names,
+// and native builds exist for the unit tests.
+#[cfg(target_arch = "wasm32")]
 export!(Plugin);
 
 #[cfg(test)]

@@ -1,0 +1,249 @@
+//! Rows grouped into series: one per distinct label set, with the value column reduced.
+
+use std::collections::BTreeMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+
+/// How a series' values become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reducer {
+    #[default]
+    Last,
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+}
+
+/// One label set and its reduced value (`None` when it had no non-null value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub labels: Vec<(String, String)>,
+    pub value: Option<f64>,
+    pub rows: usize,
+}
+
+/// Running sum, count of values, min, max, last value and rows of one group.
+type Acc = (f64, usize, f64, f64, Option<f64>, usize);
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_number(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+fn string_at(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return String::new();
+    }
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_string(),
+        DataType::Utf8View => array.as_string_view().value(row).to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The value at `row` as f64, if the column is numeric and the cell not null.
+pub fn number_at(array: &dyn Array, row: usize) -> Option<f64> {
+    if array.is_null(row) {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let v = match array.data_type() {
+        DataType::Float64 => array.as_primitive::<Float64Type>().value(row),
+        DataType::Float32 => f64::from(array.as_primitive::<Float32Type>().value(row)),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(row) as f64,
+        DataType::Int32 => f64::from(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int16 => f64::from(array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int8 => f64::from(array.as_primitive::<Int8Type>().value(row)),
+        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row) as f64,
+        DataType::UInt32 => f64::from(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt16 => f64::from(array.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt8 => f64::from(array.as_primitive::<UInt8Type>().value(row)),
+        _ => return None,
+    };
+    v.is_finite().then_some(v)
+}
+
+/// Groups the rows of `batches` by `label_columns` (default: every string column) and reduces
+/// `value_column` (default: the last numeric column) per group. Groups come sorted by labels.
+///
+/// # Errors
+/// A named column that does not exist, or has the wrong type; no numeric column to reduce.
+pub fn group(
+    batches: &[RecordBatch],
+    label_columns: Option<&[String]>,
+    value_column: Option<&str>,
+    reducer: Reducer,
+) -> Result<Vec<Group>, String> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let schema = first.schema();
+    let labels: Vec<String> = match label_columns {
+        Some(cols) => {
+            for c in cols {
+                let f = schema
+                    .field_with_name(c)
+                    .map_err(|_| format!("no column {c:?} in the query result"))?;
+                if !is_string(f.data_type()) {
+                    return Err(format!("label column {c:?} is not a string column"));
+                }
+            }
+            cols.to_vec()
+        }
+        None => schema
+            .fields()
+            .iter()
+            .filter(|f| is_string(f.data_type()))
+            .map(|f| f.name().clone())
+            .collect(),
+    };
+    let value = match value_column {
+        Some(c) => {
+            let f = schema
+                .field_with_name(c)
+                .map_err(|_| format!("no column {c:?} in the query result"))?;
+            if !is_number(f.data_type()) {
+                return Err(format!("value column {c:?} is not numeric"));
+            }
+            Some(c.to_string())
+        }
+        None => schema
+            .fields()
+            .iter()
+            .rev()
+            .find(|f| is_number(f.data_type()))
+            .map(|f| f.name().clone()),
+    };
+    if value.is_none() && reducer != Reducer::Count {
+        return Err("the query result has no numeric column to reduce".into());
+    }
+    // labels → (sum, count of values, min, max, last, rows)
+    let mut acc: BTreeMap<Vec<(String, String)>, Acc> = BTreeMap::new();
+    for batch in batches {
+        let label_arrays: Vec<_> = labels
+            .iter()
+            .map(|l| batch.column_by_name(l).cloned())
+            .collect();
+        let value_array = value
+            .as_ref()
+            .and_then(|v| batch.column_by_name(v).cloned());
+        for row in 0..batch.num_rows() {
+            let key: Vec<(String, String)> = labels
+                .iter()
+                .zip(&label_arrays)
+                .map(|(name, a)| {
+                    (
+                        name.clone(),
+                        a.as_ref().map(|a| string_at(a, row)).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let e = acc
+                .entry(key)
+                .or_insert((0.0, 0, f64::INFINITY, f64::NEG_INFINITY, None, 0));
+            e.5 += 1;
+            if let Some(v) = value_array.as_ref().and_then(|a| number_at(a, row)) {
+                e.0 += v;
+                e.1 += 1;
+                e.2 = e.2.min(v);
+                e.3 = e.3.max(v);
+                e.4 = Some(v);
+            }
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .map(|(labels, (sum, n, min, max, last, rows))| {
+            #[allow(clippy::cast_precision_loss)]
+            let value = match reducer {
+                Reducer::Count => Some(rows as f64),
+                _ if n == 0 => None,
+                Reducer::Last => last,
+                Reducer::Avg => Some(sum / n as f64),
+                Reducer::Min => Some(min),
+                Reducer::Max => Some(max),
+                Reducer::Sum => Some(sum),
+            };
+            Group {
+                labels,
+                value,
+                rows,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, Int64Array, StringArray};
+    use arrow_schema::{Field, Schema};
+
+    use super::*;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("service", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+            Field::new("p99", DataType::Float64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["api", "db", "api", "api"])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(Float64Array::from(vec![
+                    Some(10.0),
+                    Some(5.0),
+                    None,
+                    Some(30.0),
+                ])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn rows_group_by_strings_and_reduce_the_last_number() {
+        let g = group(&[batch()], None, None, Reducer::Avg).expect("group");
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].labels, vec![("service".into(), "api".into())]);
+        assert_eq!(g[0].value, Some(20.0), "nulls are skipped");
+        assert_eq!(g[0].rows, 3);
+        let last = group(&[batch()], None, Some("n"), Reducer::Last).expect("group");
+        assert_eq!(last[0].value, Some(4.0));
+        let count = group(&[batch()], Some(&[]), None, Reducer::Count).expect("group");
+        assert_eq!((count.len(), count[0].value), (1, Some(4.0)));
+        for (r, want) in [
+            (Reducer::Min, 10.0),
+            (Reducer::Max, 30.0),
+            (Reducer::Sum, 40.0),
+        ] {
+            assert_eq!(
+                group(&[batch()], None, None, r).expect("g")[0].value,
+                Some(want)
+            );
+        }
+        assert!(group(&[batch()], Some(&["nope".into()]), None, Reducer::Last).is_err());
+        assert!(group(&[batch()], None, Some("service"), Reducer::Last).is_err());
+        assert!(
+            group(&[], None, None, Reducer::Last)
+                .expect("empty")
+                .is_empty()
+        );
+    }
+}
