@@ -21,6 +21,7 @@ mod email_flows;
 mod iam_crawl;
 mod operations;
 mod otlp_json;
+mod plugin_cli;
 mod plugins;
 mod python_sdk;
 mod tenancy;

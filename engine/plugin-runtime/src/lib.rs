@@ -231,6 +231,20 @@ impl PluginRuntime {
         format!("{:016x}", h.finish())
     }
 
+    /// The component's imports and exports by name: `(imports, exports)`.
+    pub fn interfaces(&self, plugin: &CompiledPlugin) -> (Vec<String>, Vec<String>) {
+        let ty = plugin.component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        (imports, exports)
+    }
+
     /// Validates and compiles an uploaded component, then asks it for its metadata. `claimed` is
     /// the kind the uploader says it is (`None`: whatever it exports).
     ///

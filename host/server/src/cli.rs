@@ -1,4 +1,4 @@
-//! The command line: `serve` and `migrate`.
+//! The command line: `serve`, `migrate`, `clickhouse-ddl` and `plugin check|run`.
 
 use crate::{Config, ServeArgs, Server};
 use clap::{Parser, Subcommand};
@@ -24,6 +24,9 @@ enum Command {
     Migrate(ServeArgs),
     /// Print the ClickHouse DDL (every migration, rendered) for review or to run by hand.
     ClickhouseDdl(DdlArgs),
+    /// Check or run a plugin component locally.
+    #[command(subcommand)]
+    Plugin(crate::plugin_cli::PluginCommand),
 }
 
 #[derive(clap::Args)]
@@ -115,6 +118,9 @@ pub async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Plugin(cmd) => tokio::task::spawn_blocking(move || crate::plugin_cli::run(cmd))
+            .await
+            .map_err(anyhow::Error::from)?,
         Command::ClickhouseDdl(args) => {
             let mut layout = storage_clickhouse::Layout::single(&args.database);
             layout.cluster = args.cluster;

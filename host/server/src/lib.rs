@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+mod plugin_cli;
 
 use std::net::SocketAddr;
 use std::path::Path;
