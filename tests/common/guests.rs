@@ -1,8 +1,8 @@
-//! Guest components built from workspace crates for `wasm32-wasip2` with plain cargo, once per
-//! test process, into a target dir of their own.
+//! Guest components built for `wasm32-wasip2` with plain cargo, once per test process, into
+//! target dirs of their own: workspace plugin crates, or crates outside it (`examples/`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 /// The component bytes of workspace package `package`, built for `wasm32-wasip2` in release.
@@ -10,25 +10,36 @@ use std::sync::{Mutex, OnceLock};
 /// # Panics
 /// When the build fails (the message says why, e.g. a missing `wasm32-wasip2` target).
 pub fn guest(package: &str, target_dir: &Path) -> Vec<u8> {
+    build(package, &["-p", package], &target_dir.join("guests"))
+}
+
+/// The component of the crate at `manifest`, outside the workspace (e.g. `examples/…`).
+///
+/// # Panics
+/// As [`guest`].
+#[allow(dead_code)]
+pub fn guest_at(manifest: &Path, package: &str, target_dir: &Path) -> Vec<u8> {
+    let path = manifest.to_string_lossy().into_owned();
+    build(
+        package,
+        &["--manifest-path", &path],
+        &target_dir.join(format!("guests-{package}")),
+    )
+}
+
+fn build(package: &str, select: &[&str], target_dir: &Path) -> Vec<u8> {
     static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = built.get(package) {
         return b.clone();
     }
-    let target_dir: PathBuf = target_dir.join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            package,
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(select)
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo");

@@ -240,3 +240,65 @@ async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_example_plugin_builds_uploads_and_runs_on_ingested_logs() {
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/error-ratio/Cargo.toml");
+    let bytes = crate::guests::guest_at(
+        &manifest,
+        "error-ratio",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+    );
+    let (srv, api, admin) = TestServer::with_admin().await;
+    let (key, _) = api.key(&admin, &["logs:write"], None).await;
+    // 2 errors of 4 in "checkout", none of 3 in "search".
+    for (service, severity, n) in [
+        ("checkout", "ERROR", 2),
+        ("checkout", "INFO", 2),
+        ("search", "INFO", 3),
+    ] {
+        let mut req = crate::support::build::logs(service, "m", n, crate::support::now_nanos());
+        for r in &mut req.resource_logs {
+            for s in &mut r.scope_logs {
+                for l in &mut s.log_records {
+                    l.severity_text = severity.to_string();
+                }
+            }
+        }
+        let resp =
+            crate::support::post_protobuf(&srv.client, &srv.otlp_http, "/v1/logs", &key, &req)
+                .await;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let (status, p) = upload(&api, &admin, bytes, "?kind=alert-condition").await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["name"], json!("error-ratio"));
+    let id = p["plugin_id"].as_str().expect("id");
+    let (status, out) = api
+        .post(
+            &format!("/api/v1/plugins/{id}/run"),
+            Some(&admin),
+            json!({
+                "config": {"max_ratio": 0.25},
+                "inputs": [
+                    {"name": "errors", "sql": "SELECT service_name, count(*) AS n FROM logs_v3 WHERE severity_text = 'ERROR' GROUP BY service_name"},
+                    {"name": "total", "sql": "SELECT service_name, count(*) AS n FROM logs_v3 GROUP BY service_name"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let series = out["series"].as_array().expect("series");
+    let by = |svc: &str| {
+        series
+            .iter()
+            .find(|s| s["labels"]["service_name"] == json!(svc))
+            .cloned()
+            .expect("series")
+    };
+    assert_eq!(by("checkout")["status"], json!("alerting"), "{out}");
+    assert_eq!(by("checkout")["value"], json!(0.5));
+    assert_eq!(by("search")["status"], json!("ok"));
+    srv.shutdown().await;
+}
