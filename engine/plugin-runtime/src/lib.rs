@@ -502,6 +502,44 @@ impl PluginRuntime {
         }
     }
 
+    /// The schema a transform produces for an input schema (both as Arrow IPC streams without
+    /// batches), so a widget can be planned before data arrives.
+    ///
+    /// # Errors
+    /// As [`PluginRuntime::evaluate`].
+    pub fn output_schema(
+        &self,
+        plugin: &CompiledPlugin,
+        input_schema: &[u8],
+        config: &str,
+    ) -> Result<Vec<u8>, PluginError> {
+        if plugin.kind != PluginKind::WidgetTransform {
+            return Err(PluginError::Invalid(format!(
+                "{} is a {}, not a widget transform",
+                plugin.label(),
+                plugin.kind.world()
+            )));
+        }
+        let label = plugin.label();
+        let ticks = self.config.metadata_ticks;
+        let mut store = self.store(&label, ticks);
+        let input = input_schema.to_vec();
+        let result = (|| {
+            let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
+                .instantiate(&mut store)?;
+            b.telemetryflow_plugin_transform()
+                .call_output_schema(&mut store, &input, config)
+        })();
+        match result {
+            Err(e) => Err(self.classify(&label, ticks, store.data(), &e)),
+            Ok(Err(guest)) => Err(PluginError::Failed {
+                plugin: label,
+                message: transform_guest_message(&guest),
+            }),
+            Ok(Ok(out)) => Ok(out),
+        }
+    }
+
     /// Runs a widget transform on one Arrow IPC stream.
     ///
     /// # Errors
