@@ -218,3 +218,15 @@ fn a_hundred_concurrent_calls_give_correct_results() {
         }
     });
 }
+
+#[test]
+fn a_condition_importing_the_network_is_refused_at_upload() {
+    let rt = runtime();
+    let err = rt
+        .compile(&guest("hostile-imports"), Some(PluginKind::AlertCondition))
+        .expect_err("a condition may not import http");
+    assert!(
+        matches!(&err, PluginError::Invalid(m) if m.contains("may not import telemetryflow:plugin/http")),
+        "{err}"
+    );
+}
