@@ -454,6 +454,42 @@ impl PluginRuntime {
         result.map_err(|e| self.classify(&label, ticks, store.data(), &e))
     }
 
+    /// Runs `f` on a fresh instance in a store with `ticks` of budget. A trap becomes a
+    /// classified [`PluginError`] naming the plugin; the plugin's own error a `Failed`.
+    fn call<R>(
+        &self,
+        plugin: &CompiledPlugin,
+        want: PluginKind,
+        ticks: u64,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, PluginError> {
+        let label = plugin.label();
+        if plugin.kind != want {
+            return Err(PluginError::Invalid(format!(
+                "{label} is a {} plugin, not a {} one",
+                plugin.kind.world(),
+                want.world()
+            )));
+        }
+        let mut store = self.store(&label, ticks);
+        match f(&mut store) {
+            Err(e) => {
+                let err = self.classify(&label, ticks, store.data(), &e);
+                if matches!(err, PluginError::Trap { .. })
+                    && format!("{e:#}").contains("concurrent")
+                {
+                    return Err(host_err(&label, e));
+                }
+                Err(err)
+            }
+            Ok(Err(message)) => Err(PluginError::Failed {
+                plugin: label,
+                message,
+            }),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
     /// Evaluates an alert condition on the rule's query results.
     ///
     /// # Errors
@@ -465,41 +501,16 @@ impl PluginRuntime {
         ctx: &EvaluationContext,
         inputs: &[QueryResult],
     ) -> Result<Evaluation, PluginError> {
-        if plugin.kind != PluginKind::AlertCondition {
-            return Err(PluginError::Invalid(format!(
-                "{} is a {}, not an alert condition",
-                plugin.label(),
-                plugin.kind.world()
-            )));
-        }
-        let label = plugin.label();
         let ticks = self.config.condition_ticks;
-        let mut store = self.store(&label, ticks);
-        let result = (|| -> wasmtime::Result<Result<Evaluation, GuestError>> {
+        let evaluation = self.call(plugin, PluginKind::AlertCondition, ticks, |store| {
             let b = bindings::condition::AlertConditionPre::new(plugin.pre.clone())?
-                .instantiate(&mut store)?;
-            b.telemetryflow_plugin_condition()
-                .call_evaluate(&mut store, ctx, inputs)
-        })();
-        match result {
-            Err(e) => {
-                let err = self.classify(&label, ticks, store.data(), &e);
-                if matches!(err, PluginError::Trap { .. })
-                    && format!("{e:#}").contains("concurrent")
-                {
-                    return Err(host_err(&label, e));
-                }
-                Err(err)
-            }
-            Ok(Err(guest)) => Err(PluginError::Failed {
-                plugin: label,
-                message: guest_message(&guest),
-            }),
-            Ok(Ok(evaluation)) => {
-                validate::check_evaluation(&label, &evaluation, &self.config)?;
-                Ok(evaluation)
-            }
-        }
+                .instantiate(&mut *store)?;
+            Ok(b.telemetryflow_plugin_condition()
+                .call_evaluate(&mut *store, ctx, inputs)?
+                .map_err(|g| guest_message(&g)))
+        })?;
+        validate::check_evaluation(&plugin.label(), &evaluation, &self.config)?;
+        Ok(evaluation)
     }
 
     /// The schema a transform produces for an input schema (both as Arrow IPC streams without
@@ -513,31 +524,16 @@ impl PluginRuntime {
         input_schema: &[u8],
         config: &str,
     ) -> Result<Vec<u8>, PluginError> {
-        if plugin.kind != PluginKind::WidgetTransform {
-            return Err(PluginError::Invalid(format!(
-                "{} is a {}, not a widget transform",
-                plugin.label(),
-                plugin.kind.world()
-            )));
-        }
-        let label = plugin.label();
-        let ticks = self.config.metadata_ticks;
-        let mut store = self.store(&label, ticks);
         let input = input_schema.to_vec();
-        let result = (|| {
+        let ticks = self.config.metadata_ticks;
+        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, |store| {
             let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
-                .instantiate(&mut store)?;
-            b.telemetryflow_plugin_transform()
-                .call_output_schema(&mut store, &input, config)
-        })();
-        match result {
-            Err(e) => Err(self.classify(&label, ticks, store.data(), &e)),
-            Ok(Err(guest)) => Err(PluginError::Failed {
-                plugin: label,
-                message: transform_guest_message(&guest),
-            }),
-            Ok(Ok(out)) => Ok(out),
-        }
+                .instantiate(&mut *store)?;
+            Ok(b.telemetryflow_plugin_transform()
+                .call_output_schema(&mut *store, &input, config)?
+                .map_err(|g| transform_guest_message(&g)))
+        })?;
+        self.capped(plugin, out)
     }
 
     /// Runs a widget transform on one Arrow IPC stream.
@@ -550,41 +546,30 @@ impl PluginRuntime {
         input: &[u8],
         config: &str,
     ) -> Result<Vec<u8>, PluginError> {
-        if plugin.kind != PluginKind::WidgetTransform {
-            return Err(PluginError::Invalid(format!(
-                "{} is a {}, not a widget transform",
-                plugin.label(),
-                plugin.kind.world()
-            )));
-        }
-        let label = plugin.label();
-        let ticks = self.config.transform_ticks;
-        let mut store = self.store(&label, ticks);
         let input = input.to_vec();
-        let result = (|| {
+        let ticks = self.config.transform_ticks;
+        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, |store| {
             let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
-                .instantiate(&mut store)?;
-            b.telemetryflow_plugin_transform()
-                .call_run(&mut store, &input, config)
-        })();
-        match result {
-            Err(e) => Err(self.classify(&label, ticks, store.data(), &e)),
-            Ok(Err(guest)) => Err(PluginError::Failed {
-                plugin: label,
-                message: transform_guest_message(&guest),
-            }),
-            Ok(Ok(out)) if out.len() > self.config.max_output_bytes => {
-                Err(PluginError::InvalidOutput {
-                    plugin: label,
-                    message: format!(
-                        "{} bytes of output; the limit is {}",
-                        out.len(),
-                        self.config.max_output_bytes
-                    ),
-                })
-            }
-            Ok(Ok(out)) => Ok(out),
+                .instantiate(&mut *store)?;
+            Ok(b.telemetryflow_plugin_transform()
+                .call_run(&mut *store, &input, config)?
+                .map_err(|g| transform_guest_message(&g)))
+        })?;
+        self.capped(plugin, out)
+    }
+
+    fn capped(&self, plugin: &CompiledPlugin, out: Vec<u8>) -> Result<Vec<u8>, PluginError> {
+        if out.len() > self.config.max_output_bytes {
+            return Err(PluginError::InvalidOutput {
+                plugin: plugin.label(),
+                message: format!(
+                    "{} bytes of output; the limit is {}",
+                    out.len(),
+                    self.config.max_output_bytes
+                ),
+            });
         }
+        Ok(out)
     }
 }
 
