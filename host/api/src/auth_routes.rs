@@ -704,24 +704,43 @@ async fn send_mail(
     })
 }
 
-async fn send_verification_to(state: &AppState, user: &UserRecord) -> Result<(), ApiError> {
+/// A link into the console: `<public-url>/<page>?<param>=<token>`.
+fn console_link(state: &AppState, page: &str, param: &str, token: &str) -> String {
+    format!(
+        "{}/{page}?{param}={token}",
+        state.auth.public_url.trim_end_matches('/')
+    )
+}
+
+/// Stores a new single-use token of `kind` for the user (hashed, expiring) and returns the
+/// console link that carries it.
+async fn emailed_token(
+    state: &AppState,
+    user: &UserRecord,
+    kind: OneTimeKind,
+) -> Result<String, ApiError> {
+    let (prefix, ttl, page) = match kind {
+        OneTimeKind::EmailVerification => ("tfv_", state.auth.email_token_ttl, "verify-email"),
+        OneTimeKind::PasswordReset => ("tfp_", state.auth.reset_token_ttl, "reset-password"),
+    };
     let now = Utc::now();
-    let token = iam::random_token("tfv_");
+    let token = iam::random_token(prefix);
     state
         .meta
         .create_one_time_token(
-            OneTimeKind::EmailVerification,
+            kind,
             &user.user_id,
             &user.email,
             &iam::token_hash(&token),
-            now + state.auth.email_token_ttl,
+            now + ttl,
             now,
         )
         .await?;
-    let link = format!(
-        "{}/verify-email?token={token}",
-        state.auth.public_url.trim_end_matches('/')
-    );
+    Ok(console_link(state, page, "token", &token))
+}
+
+async fn send_verification_to(state: &AppState, user: &UserRecord) -> Result<(), ApiError> {
+    let link = emailed_token(state, user, OneTimeKind::EmailVerification).await?;
     send_mail(
         state,
         &user.email,
@@ -813,23 +832,7 @@ async fn request_reset(
 ) -> Result<Response, ApiError> {
     let email = body.email.trim();
     if let Some(user) = state.meta.user_by_email(email).await? {
-        let now = Utc::now();
-        let token = iam::random_token("tfp_");
-        state
-            .meta
-            .create_one_time_token(
-                OneTimeKind::PasswordReset,
-                &user.user_id,
-                &user.email,
-                &iam::token_hash(&token),
-                now + state.auth.reset_token_ttl,
-                now,
-            )
-            .await?;
-        let link = format!(
-            "{}/reset-password?token={token}",
-            state.auth.public_url.trim_end_matches('/')
-        );
+        let link = emailed_token(&state, &user, OneTimeKind::PasswordReset).await?;
         let sent = send_mail(
             &state,
             &user.email,
@@ -1237,10 +1240,7 @@ async fn invite(
             now,
         )
         .await?;
-    let link = format!(
-        "{}/register?invitation={token}",
-        state.auth.public_url.trim_end_matches('/')
-    );
+    let link = console_link(&state, "register", "invitation", &token);
     let emailed = if state.auth.mailer.is_some() {
         send_mail(
             &state,
