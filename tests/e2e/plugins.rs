@@ -183,7 +183,7 @@ async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
         )
         .await;
     assert_eq!(status, 404);
-    let (_, theirs) = api.get("/api/v1/plugins", &other).await;
+    let (_, theirs) = api.get("/api/v1/plugins?built_in=false", &other).await;
     assert!(
         theirs["items"].as_array().expect("items").is_empty(),
         "{theirs}"
@@ -300,5 +300,139 @@ async fn the_example_plugin_builds_uploads_and_runs_on_ingested_logs() {
     assert_eq!(by("checkout")["status"], json!("alerting"), "{out}");
     assert_eq!(by("checkout")["value"], json!(0.5));
     assert_eq!(by("search")["status"], json!("ok"));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn built_in_plugins_serve_every_workspace_and_cannot_be_changed() {
+    let open = |c: &mut server::Config| c.registration = server::config::RegistrationMode::Open;
+    let (srv, api, admin) = TestServer::with_admin_tuned(open).await;
+    let (key, _) = api.key(&admin, &["logs:write"], None).await;
+    for (service, n) in [("checkout", 7), ("search", 2)] {
+        let req = crate::support::build::logs(service, "m", n, crate::support::now_nanos());
+        let resp =
+            crate::support::post_protobuf(&srv.client, &srv.otlp_http, "/v1/logs", &key, &req)
+                .await;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+
+    let (status, list) = api.get("/api/v1/plugins?built_in=true", &admin).await;
+    assert_eq!(status, 200, "{list}");
+    let mut names: Vec<(String, String)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["built_in"], json!(true));
+            assert_eq!(i["enabled"], json!(true));
+            (
+                i["name"].as_str().expect("name").to_string(),
+                i["kind"].as_str().expect("kind").to_string(),
+            )
+        })
+        .collect();
+    names.sort();
+    let want: Vec<(String, String)> = [
+        ("absence", "alert-condition"),
+        ("fill-gaps", "widget-transform"),
+        ("moving-average", "widget-transform"),
+        ("percent-change", "widget-transform"),
+        ("rate", "widget-transform"),
+        ("rate-of-change", "alert-condition"),
+        ("threshold", "alert-condition"),
+        ("top-k", "widget-transform"),
+        ("z-score", "alert-condition"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
+    .collect();
+    assert_eq!(names, want);
+    let (_, conditions) = api
+        .get("/api/v1/plugins?kind=alert-condition&built_in=true", &admin)
+        .await;
+    assert_eq!(conditions["items"].as_array().expect("items").len(), 4);
+
+    let (status, t) = api.get("/api/v1/plugins/builtin-threshold", &admin).await;
+    assert_eq!(status, 200, "{t}");
+    assert!(
+        t["config_schema"]["properties"]["thresholds"].is_object(),
+        "{t}"
+    );
+
+    // A condition and a transform run on the workspace's own data.
+    let (status, out) = api
+        .post(
+            "/api/v1/plugins/builtin-threshold/run",
+            Some(&admin),
+            json!({
+                "config": {"reducer": "last", "thresholds": [{"op": "above", "value": 5, "severity": "warning"}]},
+                "inputs": [{"name": "A", "sql": "SELECT service_name, count(*) AS n FROM logs_v3 GROUP BY service_name"}]
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let series = out["series"].as_array().expect("series");
+    let status_of = |svc: &str| {
+        series
+            .iter()
+            .find(|s| s["labels"]["service_name"] == json!(svc))
+            .map(|s| (s["status"].clone(), s["severity"].clone()))
+    };
+    assert_eq!(
+        status_of("checkout"),
+        Some((json!("alerting"), json!("warning"))),
+        "{out}"
+    );
+    assert_eq!(status_of("search"), Some((json!("ok"), Value::Null)));
+    let (status, top) = api
+        .post(
+            "/api/v1/plugins/builtin-top-k/run",
+            Some(&admin),
+            json!({
+                "config": {"k": 1},
+                "inputs": [{"name": "A", "sql": "SELECT service_name, count(*) AS n FROM logs_v3 GROUP BY service_name"}]
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{top}");
+    assert_eq!(top["rows"].as_array().expect("rows").len(), 1, "{top}");
+    assert_eq!(top["rows"][0][0], json!("checkout"), "{top}");
+    let (status, bad) = api
+        .post(
+            "/api/v1/plugins/builtin-top-k/validate-config",
+            Some(&admin),
+            json!({"config": {"k": 0}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(bad["errors"][0]["path"], json!("/k"), "{bad}");
+
+    // Nobody changes a built-in.
+    for (method, path) in [
+        ("POST", "/api/v1/plugins/builtin-threshold/disable"),
+        ("POST", "/api/v1/plugins/builtin-threshold/enable"),
+        ("DELETE", "/api/v1/plugins/builtin-threshold"),
+    ] {
+        let (status, body, _) = api.call(method, path, Some(&admin), None).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    assert_eq!(api.get("/api/v1/plugins/builtin-nope", &admin).await.0, 404);
+
+    // Another organization's workspace sees the same built-ins.
+    let (status, _) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "b@b.example", "password": "b-password-1", "organization_name": "B"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let other = api.login("b@b.example", "b-password-1").await;
+    let (_, theirs) = api.get("/api/v1/plugins", &other).await;
+    assert_eq!(
+        theirs["items"].as_array().expect("items").len(),
+        9,
+        "{theirs}"
+    );
     srv.shutdown().await;
 }

@@ -272,11 +272,7 @@ impl PluginRuntime {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Invalid(format!("cannot compile the component: {e:#}")))?;
-        let sha256 = {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(bytes))
-        };
-        self.prepare(component, sha256, claimed)
+        self.prepare(component, content_hash(bytes), claimed)
     }
 
     /// Loads an artifact [`CompiledPlugin::serialize`] produced by this engine.
@@ -590,6 +586,12 @@ fn transform_guest_message(
         E::InvalidInput(m) => format!("invalid input: {m}"),
         E::Internal(m) => m.clone(),
     }
+}
+
+/// The hex SHA-256 of a component's bytes: its identity in caches and the registry.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Whether `bytes` start like a component (wasm magic, then the component layer/version).

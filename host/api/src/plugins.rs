@@ -49,18 +49,82 @@ pub struct PluginService {
     cache_dir: Option<PathBuf>,
     compiled: Cache<String, Arc<CompiledPlugin>>,
     failures: Mutex<HashMap<String, u32>>,
+    builtin_bytes: &'static [(&'static str, &'static [u8])],
+    builtins: tokio::sync::OnceCell<Vec<Builtin>>,
+}
+
+/// A plugin shipped inside the server, visible to every workspace, always enabled.
+pub struct Builtin {
+    /// `builtin-<name>`.
+    pub id: String,
+    pub plugin: Arc<CompiledPlugin>,
+    pub size_bytes: usize,
+}
+
+/// Prefix of built-in plugins' ids.
+const BUILTIN_PREFIX: &str = "builtin-";
+
+/// Compiled artifacts of built-in plugins, by content hash and engine compatibility, shared by
+/// every runtime of the process (a test process starts many servers; compiling nine
+/// components each time would dominate).
+fn builtin_artifacts() -> &'static Mutex<HashMap<String, Arc<Vec<u8>>>> {
+    static ARTIFACTS: std::sync::OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> =
+        std::sync::OnceLock::new();
+    ARTIFACTS.get_or_init(Default::default)
 }
 
 impl PluginService {
     /// `cache_dir`: where compiled artifacts are kept between restarts (`None`: memory only).
-    pub fn new(runtime: PluginRuntime, cache_dir: Option<PathBuf>) -> PluginService {
+    /// `builtins`: components shipped with the server, `(package, bytes)`; they are compiled on
+    /// first use.
+    pub fn new(
+        runtime: PluginRuntime,
+        cache_dir: Option<PathBuf>,
+        builtins: &'static [(&'static str, &'static [u8])],
+    ) -> PluginService {
         PluginService {
             runtime: Arc::new(runtime),
             compile_slots: tokio::sync::Semaphore::new(2),
             cache_dir,
             compiled: Cache::builder().max_capacity(512).build(),
             failures: Mutex::new(HashMap::new()),
+            builtin_bytes: builtins,
+            builtins: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The built-in plugins, compiled (or loaded from an artifact this process or this
+    /// server's cache directory holds) on first use.
+    ///
+    /// # Errors
+    /// A built-in that does not validate: a broken build, reported as a server error.
+    pub async fn builtins(&self) -> Result<&[Builtin], ApiError> {
+        let list = self
+            .builtins
+            .get_or_try_init(|| async {
+                let rt = Arc::clone(&self.runtime);
+                let bytes = self.builtin_bytes;
+                let disk: Vec<Option<PathBuf>> = bytes
+                    .iter()
+                    .map(|(_, b)| self.artifact_path(&plugin_runtime::content_hash(b)))
+                    .collect();
+                tokio::task::spawn_blocking(move || compile_builtins(&rt, bytes, &disk))
+                    .await
+                    .map_err(ApiError::internal)?
+            })
+            .await?;
+        Ok(list.as_slice())
+    }
+
+    /// The built-in plugin with id `id` (`builtin-<name>`).
+    ///
+    /// # Errors
+    /// As [`PluginService::builtins`].
+    pub async fn builtin(&self, id: &str) -> Result<Option<&Builtin>, ApiError> {
+        if !id.starts_with(BUILTIN_PREFIX) {
+            return Ok(None);
+        }
+        Ok(self.builtins().await?.iter().find(|b| b.id == id))
     }
 
     pub fn runtime(&self) -> &PluginRuntime {
@@ -187,6 +251,139 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Compiles the built-ins, reusing artifacts from this process or the disk cache (`disk`, one
+/// path per built-in).
+fn compile_builtins(
+    rt: &PluginRuntime,
+    bytes: &[(&str, &[u8])],
+    disk: &[Option<PathBuf>],
+) -> Result<Vec<Builtin>, ApiError> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for ((package, component), path) in bytes.iter().zip(disk) {
+        let sha = plugin_runtime::content_hash(component);
+        let key = format!("{sha}-{}", rt.compatibility_key());
+        let known = builtin_artifacts().lock().get(&key).cloned();
+        let from_disk = || {
+            path.as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .map(Arc::new)
+        };
+        let artifact = known.or_else(from_disk);
+        // SAFETY: artifacts in the process map come from `serialize` below; on disk, from
+        // `remember`/below, named with this engine's compatibility key. Both are ours.
+        #[allow(unsafe_code)]
+        let loaded = artifact.and_then(|a| unsafe { rt.load_compiled(&a, sha.clone()) }.ok());
+        let plugin = match loaded {
+            Some(p) => p,
+            None => {
+                let p = rt
+                    .compile(component, None)
+                    .map_err(|e| ApiError::internal(format!("built-in plugin {package}: {e}")))?;
+                if let Ok(a) = p.serialize() {
+                    if let Some(path) = path
+                        && let Err(e) = write_atomically(path, &a)
+                    {
+                        tracing::warn!(error = %e, "cannot cache a compiled built-in plugin");
+                    }
+                    builtin_artifacts().lock().insert(key, Arc::new(a));
+                }
+                p
+            }
+        };
+        out.push(Builtin {
+            id: format!("{BUILTIN_PREFIX}{}", plugin.metadata.name),
+            plugin: Arc::new(plugin),
+            size_bytes: component.len(),
+        });
+    }
+    Ok(out)
+}
+
+fn builtin_json(b: &Builtin, with_schema: bool) -> serde_json::Value {
+    let m = &b.plugin.metadata;
+    let mut v = json!({
+        "plugin_id": b.id, "workspace_id": null, "name": m.name,
+        "version": m.version, "kind": b.plugin.kind.world(), "description": m.description,
+        "sha256": b.plugin.sha256, "size_bytes": b.size_bytes, "enabled": true,
+        "disabled_reason": null, "built_in": true,
+        "created_by": null, "created_at": null, "updated_at": null,
+    });
+    if with_schema && let Some(o) = v.as_object_mut() {
+        let schema = serde_json::from_str::<serde_json::Value>(&m.config_schema)
+            .unwrap_or_else(|_| json!(m.config_schema));
+        o.insert("config_schema".into(), schema);
+    }
+    v
+}
+
+/// A plugin the caller can use: built in, or uploaded to the caller's workspace.
+enum Found<'a> {
+    Builtin(&'a Builtin),
+    Uploaded(Box<PluginRecord>),
+}
+
+impl Found<'_> {
+    fn json(&self, with_schema: bool) -> serde_json::Value {
+        match self {
+            Found::Builtin(b) => builtin_json(b, with_schema),
+            Found::Uploaded(r) => plugin_json(r, with_schema),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Found::Builtin(b) => &b.id,
+            Found::Uploaded(r) => &r.plugin_id,
+        }
+    }
+
+    fn kind(&self) -> &str {
+        match self {
+            Found::Builtin(b) => b.plugin.kind.world(),
+            Found::Uploaded(r) => &r.kind,
+        }
+    }
+
+    /// The reason it may not run, if it is disabled.
+    fn disabled(&self) -> Option<String> {
+        match self {
+            Found::Builtin(_) => None,
+            Found::Uploaded(r) if r.is_enabled => None,
+            Found::Uploaded(r) => Some(
+                r.disabled_reason
+                    .clone()
+                    .unwrap_or_else(|| "no reason given".into()),
+            ),
+        }
+    }
+
+    async fn compiled(&self, state: &AppState) -> Result<Arc<CompiledPlugin>, ApiError> {
+        match self {
+            Found::Builtin(b) => Ok(Arc::clone(&b.plugin)),
+            Found::Uploaded(r) => state.plugins.load(state.meta.as_ref(), r).await,
+        }
+    }
+}
+
+/// A built-in plugin, or one of the caller's workspace (deleted ones and other workspaces'
+/// are 404).
+async fn find<'a>(state: &'a AppState, p: &Principal, id: &str) -> Result<Found<'a>, ApiError> {
+    if let Some(b) = state.plugins.builtin(id).await? {
+        return Ok(Found::Builtin(b));
+    }
+    Ok(Found::Uploaded(Box::new(visible_plugin(state, p, id).await?)))
+}
+
+/// An uploaded plugin of the caller's workspace that may be changed (built-ins may not).
+async fn changeable(state: &AppState, p: &Principal, id: &str) -> Result<PluginRecord, ApiError> {
+    match find(state, p, id).await? {
+        Found::Builtin(_) => Err(ApiError::forbidden(
+            "built-in plugins ship with the server: they cannot be disabled, enabled or deleted",
+        )),
+        Found::Uploaded(r) => Ok(*r),
+    }
 }
 
 fn plugin_error(e: PluginError) -> ApiError {
@@ -360,6 +557,10 @@ async fn upload_plugin(
 #[serde(deny_unknown_fields)]
 struct PluginList {
     name: Option<String>,
+    /// `alert-condition`, `widget-transform` or `notification-channel`.
+    kind: Option<String>,
+    /// `true`: only the built-ins; `false`: only uploaded plugins.
+    built_in: Option<bool>,
     limit: Option<u32>,
     after: Option<String>,
 }
@@ -385,8 +586,34 @@ async fn list_plugins(
     let next = (items.len() == page.limit as usize)
         .then(|| items.last().map(|i| i.plugin_id.clone()))
         .flatten();
+    // Built-ins lead the first page (the cursor runs over uploaded plugins only).
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    if page.after.is_none() && q.built_in != Some(false) {
+        out.extend(
+            state
+                .plugins
+                .builtins()
+                .await?
+                .iter()
+                .filter(|b| {
+                    q.name
+                        .as_deref()
+                        .is_none_or(|n| n == b.plugin.metadata.name)
+                })
+                .filter(|b| q.kind.as_deref().is_none_or(|k| k == b.plugin.kind.world()))
+                .map(|b| builtin_json(b, false)),
+        );
+    }
+    if q.built_in != Some(true) {
+        out.extend(
+            items
+                .iter()
+                .filter(|r| q.kind.as_deref().is_none_or(|k| k == r.kind))
+                .map(|r| plugin_json(r, false)),
+        );
+    }
     Ok(Json(json!({
-        "items": items.iter().map(|r| plugin_json(r, false)).collect::<Vec<_>>(),
+        "items": out,
         "next_after": next,
     })))
 }
@@ -400,10 +627,7 @@ async fn get_plugin(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_any(&p, &READ)?;
-    Ok(Json(plugin_json(
-        &visible_plugin(&state, &p, &id).await?,
-        true,
-    )))
+    Ok(Json(find(&state, &p, &id).await?.json(true)))
 }
 
 /// Every version of the plugin's name in the workspace.
@@ -415,7 +639,15 @@ async fn plugin_versions(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_any(&p, &READ)?;
-    let r = visible_plugin(&state, &p, &id).await?;
+    let r = match find(&state, &p, &id).await? {
+        Found::Builtin(b) => {
+            return Ok(Json(json!({
+                "name": b.plugin.metadata.name,
+                "items": [builtin_json(b, false)],
+            })));
+        }
+        Found::Uploaded(r) => *r,
+    };
     let page = Page {
         limit: 500,
         after: None,
@@ -440,7 +672,7 @@ async fn enable_plugin(
     User(p): User,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    visible_plugin(&state, &p, &id).await?;
+    changeable(&state, &p, &id).await?;
     require_any(&p, &MANAGE)?;
     let r = state.meta.set_plugin_enabled(&id, true, None).await?;
     state.plugins.failures.lock().remove(&id);
@@ -473,7 +705,7 @@ async fn disable_plugin(
     Path(id): Path<String>,
     crate::routes::OptBody(body): crate::routes::OptBody<Disable>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    visible_plugin(&state, &p, &id).await?;
+    changeable(&state, &p, &id).await?;
     require_any(&p, &MANAGE)?;
     let reason = body
         .and_then(|b| b.reason)
@@ -503,7 +735,7 @@ async fn delete_plugin(
     User(p): User,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    visible_plugin(&state, &p, &id).await?;
+    changeable(&state, &p, &id).await?;
     require_any(&p, &MANAGE)?;
     state.meta.delete_plugin(&id, Utc::now()).await?;
     state.audit(
@@ -536,8 +768,7 @@ async fn validate_plugin_config(
     Body(body): Body<ConfigBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_any(&p, &READ)?;
-    let record = visible_plugin(&state, &p, &id).await?;
-    let compiled = state.plugins.load(state.meta.as_ref(), &record).await?;
+    let compiled = find(&state, &p, &id).await?.compiled(&state).await?;
     let rt = Arc::clone(&state.plugins.runtime);
     let config = body.config.to_string();
     let errors = tokio::task::spawn_blocking(move || rt.validate_config(&compiled, &config))
@@ -568,8 +799,9 @@ struct RunBody {
     state: Option<String>,
 }
 
-/// Dry-runs an alert condition on the caller's own data: each input's SQL runs in the caller's
-/// scope, its result goes to the plugin as Arrow IPC, and the series come back.
+/// Dry-runs an alert condition or a widget transform on the caller's own data: each input's
+/// SQL runs in the caller's scope and goes to the plugin as Arrow IPC. A condition returns its
+/// series (and state); a transform (one input) its output rows, as `/api/v1/query/sql` does.
 #[utoipa::path(post, path = "/api/v1/plugins/{id}/run", tag = "plugins", params(("id" = String, Path, description = "the plugin")),
     request_body = RunBody, security(("bearer" = [])),
     responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
@@ -584,27 +816,28 @@ async fn run_plugin(
     if !p.may_read_telemetry() {
         return Err(ApiError::forbidden("this role cannot read telemetry"));
     }
-    let record = visible_plugin(&state, &p, &id).await?;
-    if !record.is_enabled {
+    let found = find(&state, &p, &id).await?;
+    if let Some(reason) = found.disabled() {
         return Err(ApiError::new(
             ErrorKind::Conflict,
-            format!(
-                "the plugin is disabled: {}",
-                record
-                    .disabled_reason
-                    .as_deref()
-                    .unwrap_or("no reason given")
-            ),
+            format!("the plugin is disabled: {reason}"),
         ));
     }
-    if record.kind != PluginKind::AlertCondition.world() {
-        return Err(ApiError::invalid(format!(
-            "{} plugins do not run on query results",
-            record.kind
-        )));
+    let kind = PluginKind::parse(found.kind());
+    if kind == Some(PluginKind::NotificationChannel) {
+        return Err(ApiError::invalid(
+            "notification channels do not run on query results; test them through a channel",
+        ));
     }
-    if body.inputs.is_empty() || body.inputs.len() > 16 {
-        return Err(ApiError::invalid("inputs must list 1 to 16 queries"));
+    let max_inputs = if kind == Some(PluginKind::WidgetTransform) {
+        1
+    } else {
+        16
+    };
+    if body.inputs.is_empty() || body.inputs.len() > max_inputs {
+        return Err(ApiError::invalid(format!(
+            "inputs must list 1 to {max_inputs} queries"
+        )));
     }
     let mut inputs = Vec::with_capacity(body.inputs.len());
     for q in &body.inputs {
@@ -626,10 +859,32 @@ async fn run_plugin(
         .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
         .transpose()
         .map_err(|e| ApiError::invalid(format!("state is not base64: {e}")))?;
-    let compiled = state.plugins.load(state.meta.as_ref(), &record).await?;
+    let compiled = found.compiled(&state).await?;
+    let plugin_id = found.id().to_string();
+    if kind == Some(PluginKind::WidgetTransform) {
+        let rt = Arc::clone(&state.plugins.runtime);
+        let config = body.config.to_string();
+        let input = inputs.swap_remove(0).data;
+        let result = tokio::task::spawn_blocking(move || rt.transform(&compiled, &input, &config))
+            .await
+            .map_err(ApiError::internal)?;
+        let out = result.map_err(plugin_error)?;
+        let (schema, batches) = read_ipc(&out).map_err(|m| {
+            plugin_error(PluginError::InvalidOutput {
+                plugin: plugin_id.clone(),
+                message: m,
+            })
+        })?;
+        let output = query::SqlOutput {
+            schema,
+            batches,
+            truncated: false,
+        };
+        return Ok(Json(crate::sql_json::to_json(&output)?));
+    }
     let now = Utc::now().timestamp_millis();
     let ctx = EvaluationContext {
-        rule_id: format!("dry-run:{}", record.plugin_id),
+        rule_id: format!("dry-run:{plugin_id}"),
         evaluation_time_ms: now,
         interval_ms: 60_000,
         range_start_ms: now - 300_000,
@@ -641,21 +896,25 @@ async fn run_plugin(
     let result = tokio::task::spawn_blocking(move || rt.evaluate(&compiled, &ctx, &inputs))
         .await
         .map_err(ApiError::internal)?;
-    if let Some(reason) = state
-        .plugins
-        .outcome(&record.plugin_id, &result.as_ref().map(|_| ()))
-    {
-        tracing::error!(plugin = %record.plugin_id, %reason, "circuit breaker: plugin disabled");
+    let tripped = match found {
+        // Built-ins are ours: a failing call is reported, never disables them for everyone.
+        Found::Builtin(_) => None,
+        Found::Uploaded(_) => state
+            .plugins
+            .outcome(&plugin_id, &result.as_ref().map(|_| ())),
+    };
+    if let Some(reason) = tripped {
+        tracing::error!(plugin = %plugin_id, %reason, "circuit breaker: plugin disabled");
         state
             .meta
-            .set_plugin_enabled(&record.plugin_id, false, Some(&reason))
+            .set_plugin_enabled(&plugin_id, false, Some(&reason))
             .await?;
         state.audit(
             &client,
             "",
             p.scope(),
             "plugin.disable",
-            ("plugin", &record.plugin_id),
+            ("plugin", &plugin_id),
             AuditResult::Success,
             json!({"reason": reason, "by": "circuit breaker"}),
         );
@@ -676,6 +935,25 @@ async fn run_plugin(
         })).collect::<Vec<_>>(),
         "state": evaluation.state.map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
     })))
+}
+
+/// The schema and batches of an Arrow IPC stream a plugin returned.
+fn read_ipc(
+    bytes: &[u8],
+) -> Result<
+    (
+        arrow::datatypes::SchemaRef,
+        Vec<arrow::record_batch::RecordBatch>,
+    ),
+    String,
+> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(bytes, None)
+        .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("a bad batch: {e}"))?;
+    Ok((schema, batches))
 }
 
 /// A query result as one Arrow IPC stream.

@@ -292,6 +292,7 @@ impl Server {
         let plugins = Arc::new(api::PluginService::new(
             runtime,
             Some(config.data_dir.join("plugins").join("cache")),
+            builtin_plugins::ALL,
         ));
         let state = AppState::new(
             Arc::clone(&meta),

@@ -2,6 +2,7 @@
 
 use plugin_sdk::config::{ConfigProblem, parse};
 use plugin_sdk::series::{Reducer, group};
+pub use plugin_sdk::threshold::{Op, Threshold};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,31 +20,6 @@ pub struct Config {
     pub reducer: Reducer,
     /// Checked in order; the first that matches gives the severity.
     pub thresholds: Vec<Threshold>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    Above,
-    Below,
-    Between,
-    Outside,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Threshold {
-    #[serde(default = "default_severity")]
-    pub severity: String,
-    pub op: Op,
-    pub value: f64,
-    /// The upper bound of `between` / `outside`.
-    #[serde(default)]
-    pub value2: Option<f64>,
-}
-
-fn default_severity() -> String {
-    "critical".into()
 }
 
 pub const SCHEMA: &str = r#"{
@@ -77,60 +53,8 @@ pub const SCHEMA: &str = r#"{
 /// The first problem, with its JSON Pointer.
 pub fn config(json: &str) -> Result<Config, ConfigProblem> {
     let c: Config = parse(json)?;
-    if c.thresholds.is_empty() {
-        return Err(ConfigProblem {
-            path: "/thresholds".into(),
-            message: "at least one threshold is needed".into(),
-        });
-    }
-    for (i, t) in c.thresholds.iter().enumerate() {
-        if matches!(t.op, Op::Between | Op::Outside) {
-            match t.value2 {
-                None => {
-                    return Err(ConfigProblem {
-                        path: format!("/thresholds/{i}/value2"),
-                        message: "between and outside need value2, the upper bound".into(),
-                    });
-                }
-                Some(hi) if hi < t.value => {
-                    return Err(ConfigProblem {
-                        path: format!("/thresholds/{i}/value2"),
-                        message: "value2 must not be below value".into(),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        if !t.value.is_finite() {
-            return Err(ConfigProblem {
-                path: format!("/thresholds/{i}/value"),
-                message: "must be a finite number".into(),
-            });
-        }
-    }
+    plugin_sdk::threshold::check(&c.thresholds, "/thresholds")?;
     Ok(c)
-}
-
-impl Threshold {
-    pub fn matches(&self, v: f64) -> bool {
-        let hi = self.value2.unwrap_or(self.value);
-        match self.op {
-            Op::Above => v > self.value,
-            Op::Below => v < self.value,
-            Op::Between => v >= self.value && v <= hi,
-            Op::Outside => v < self.value || v > hi,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        let hi = self.value2.unwrap_or(self.value);
-        match self.op {
-            Op::Above => format!("above {}", self.value),
-            Op::Below => format!("below {}", self.value),
-            Op::Between => format!("between {} and {hi}", self.value),
-            Op::Outside => format!("outside {} to {hi}", self.value),
-        }
-    }
 }
 
 /// What the condition says about one series.

@@ -8,7 +8,7 @@ use arrow_array::types::{
     UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Schema};
 
 /// How a series' values become one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -184,6 +184,168 @@ pub fn group(
             }
         })
         .collect())
+}
+
+/// The label columns of `schema`: the named ones (each must be a string column), or every
+/// string column.
+///
+/// # Errors
+/// A named column that does not exist or is not a string column.
+pub fn label_columns(schema: &Schema, named: Option<&[String]>) -> Result<Vec<usize>, String> {
+    match named {
+        Some(cols) => cols
+            .iter()
+            .map(|c| {
+                let i = schema
+                    .index_of(c)
+                    .map_err(|_| format!("no column {c:?} in the input"))?;
+                if is_string(schema.field(i).data_type()) {
+                    Ok(i)
+                } else {
+                    Err(format!("label column {c:?} is not a string column"))
+                }
+            })
+            .collect(),
+        None => Ok(schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| is_string(f.data_type()))
+            .map(|(i, _)| i)
+            .collect()),
+    }
+}
+
+/// The value column: the named one (must be numeric), or the last numeric column other than
+/// `skip` (the time column).
+///
+/// # Errors
+/// No such column, or not numeric.
+pub fn value_column(
+    schema: &Schema,
+    named: Option<&str>,
+    skip: Option<usize>,
+) -> Result<usize, String> {
+    match named {
+        Some(name) => {
+            let i = schema
+                .index_of(name)
+                .map_err(|_| format!("no column {name:?} in the input"))?;
+            if is_number(schema.field(i).data_type()) {
+                Ok(i)
+            } else {
+                Err(format!("value column {name:?} is not numeric"))
+            }
+        }
+        None => schema
+            .fields()
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(i, f)| Some(*i) != skip && is_number(f.data_type()))
+            .map(|(i, _)| i)
+            .ok_or_else(|| "the input has no numeric value column".to_string()),
+    }
+}
+
+/// The labels of `row`: `(column name, value)` for each label column.
+pub fn labels_at(batch: &RecordBatch, columns: &[usize], row: usize) -> Vec<(String, String)> {
+    let schema = batch.schema();
+    columns
+        .iter()
+        .map(|&c| {
+            (
+                schema.field(c).name().clone(),
+                string_at(batch.column(c).as_ref(), row),
+            )
+        })
+        .collect()
+}
+
+/// A series' label set: `(column, value)` pairs.
+pub type Labels = Vec<(String, String)>;
+
+/// Rows of one series: `(unix ms, row index)`.
+pub type Rows = Vec<(i64, usize)>;
+
+/// Points of one series: `(unix ms, value)` sorted by time (rows with a null time or value are
+/// left out).
+pub type Points = Vec<(i64, f64)>;
+
+/// Time series from rows: grouped by `labels` (column indexes), each sorted by time.
+pub fn points(
+    batches: &[RecordBatch],
+    labels: &[usize],
+    time: usize,
+    value: usize,
+) -> BTreeMap<Vec<(String, String)>, Points> {
+    let mut out: BTreeMap<Vec<(String, String)>, Points> = BTreeMap::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            let key = labels_at(b, labels, row);
+            let entry = out.entry(key).or_default();
+            if let (Some(t), Some(v)) = (
+                crate::time::millis_at(b.column(time).as_ref(), row),
+                number_at(b.column(value).as_ref(), row),
+            ) {
+                entry.push((t, v));
+            }
+        }
+    }
+    for p in out.values_mut() {
+        p.sort_by_key(|(t, _)| *t);
+    }
+    out
+}
+
+/// Reduces points with `reducer` (`None` when there are none; `count` counts them).
+pub fn reduce(points: &[(i64, f64)], reducer: Reducer) -> Option<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    let n = points.len() as f64;
+    if reducer == Reducer::Count {
+        return Some(n);
+    }
+    if points.is_empty() {
+        return None;
+    }
+    let values = points.iter().map(|p| p.1);
+    Some(match reducer {
+        Reducer::Last => points[points.len() - 1].1,
+        Reducer::Avg => values.sum::<f64>() / n,
+        Reducer::Min => values.fold(f64::INFINITY, f64::min),
+        Reducer::Max => values.fold(f64::NEG_INFINITY, f64::max),
+        Reducer::Sum | Reducer::Count => values.sum(),
+    })
+}
+
+/// All batches as one (an empty batch of `schema` when there are none).
+///
+/// # Errors
+/// Batches that do not match the schema.
+pub fn concat(
+    schema: &arrow_schema::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<RecordBatch, String> {
+    arrow_select::concat::concat_batches(schema, batches).map_err(|e| e.to_string())
+}
+
+/// The rows of one batch grouped by series (label columns), each series' rows sorted by time:
+/// `(labels, [(unix ms, row)])`, series in label order. Rows with a null time are left out.
+pub fn rows_by_series(batch: &RecordBatch, labels: &[usize], time: usize) -> Vec<(Labels, Rows)> {
+    let mut out: BTreeMap<Labels, Rows> = BTreeMap::new();
+    for row in 0..batch.num_rows() {
+        if let Some(t) = crate::time::millis_at(batch.column(time).as_ref(), row) {
+            out.entry(labels_at(batch, labels, row))
+                .or_default()
+                .push((t, row));
+        }
+    }
+    out.into_iter()
+        .map(|(k, mut rows)| {
+            rows.sort_by_key(|(t, row)| (*t, *row));
+            (k, rows)
+        })
+        .collect()
 }
 
 #[cfg(test)]
