@@ -14,3 +14,10 @@ pub mod transform {
         world: "widget-transform",
     });
 }
+
+pub mod channel {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "notification-channel",
+    });
+}

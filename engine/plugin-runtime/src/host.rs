@@ -1,11 +1,15 @@
 //! What a plugin's store holds: its limits, an empty WASI context, and the `log` import.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings;
+use crate::{Capabilities, EmailMessage, HttpError, HttpRequest, HttpResponse};
 
 /// Lines one call may log; more are dropped (and counted in one last line).
 const MAX_LOG_LINES: u32 = 100;
@@ -62,10 +66,26 @@ pub struct HostState {
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     log_lines: u32,
+    /// What a channel may reach (none for conditions and transforms).
+    caps: Option<Arc<dyn Capabilities>>,
+    /// When the whole call must be over: host calls get only what is left.
+    deadline: Instant,
+    http_calls: u32,
+    emails: u32,
 }
 
+/// Outgoing requests one channel call may make.
+const MAX_HTTP_CALLS: u32 = 8;
+/// Emails one channel call may send.
+const MAX_EMAILS: u32 = 4;
+
 impl HostState {
-    pub fn new(plugin: &str, memory_bytes: usize) -> HostState {
+    pub fn new(
+        plugin: &str,
+        memory_bytes: usize,
+        caps: Option<Arc<dyn Capabilities>>,
+        deadline: Instant,
+    ) -> HostState {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         // No preopened directories, no environment, no arguments, no inherited stdio, no
         // network: WASI is linked so that standard guests instantiate, and grants nothing.
@@ -80,6 +100,10 @@ impl HostState {
             table: ResourceTable::new(),
             stderr,
             log_lines: 0,
+            caps,
+            deadline,
+            http_calls: 0,
+            emails: 0,
         }
     }
 
@@ -162,6 +186,52 @@ impl bindings::transform::telemetryflow::plugin::log::Host for HostState {
 
 impl bindings::transform::telemetryflow::plugin::types::Host for HostState {}
 
+impl bindings::channel::telemetryflow::plugin::log::Host for HostState {
+    fn log(
+        &mut self,
+        level: bindings::channel::telemetryflow::plugin::log::Level,
+        message: String,
+    ) {
+        HostState::log(self, &level_name(level), &message);
+    }
+}
+
+impl bindings::channel::telemetryflow::plugin::types::Host for HostState {}
+
+impl bindings::channel::telemetryflow::plugin::http::Host for HostState {
+    fn send(&mut self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.http_calls += 1;
+        if self.http_calls > MAX_HTTP_CALLS {
+            return Err(HttpError::Blocked(format!(
+                "at most {MAX_HTTP_CALLS} requests per notification"
+            )));
+        }
+        if Instant::now() >= self.deadline {
+            return Err(HttpError::Timeout);
+        }
+        match &self.caps {
+            Some(caps) => caps.http(&self.plugin, req, self.deadline),
+            None => Err(HttpError::Blocked("this call has no network access".into())),
+        }
+    }
+}
+
+impl bindings::channel::telemetryflow::plugin::email::Host for HostState {
+    fn send(&mut self, msg: EmailMessage) -> Result<(), String> {
+        self.emails += 1;
+        if self.emails > MAX_EMAILS {
+            return Err(format!("at most {MAX_EMAILS} emails per notification"));
+        }
+        if Instant::now() >= self.deadline {
+            return Err("the call ran out of time".into());
+        }
+        match &self.caps {
+            Some(caps) => caps.email(&self.plugin, msg, self.deadline),
+            None => Err("this call cannot send email".into()),
+        }
+    }
+}
+
 fn wasi_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -177,5 +247,11 @@ pub fn condition_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> 
 pub fn transform_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = wasi_linker(engine)?;
     bindings::transform::WidgetTransform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+pub fn channel_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = wasi_linker(engine)?;
+    bindings::channel::NotificationChannel::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }

@@ -29,12 +29,46 @@ use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
+pub use bindings::channel::exports::telemetryflow::plugin::channel::{
+    Alert, AlertStatus, Notification, RateLimit, Receipt, SendError,
+};
+pub use bindings::channel::telemetryflow::plugin::email::Message as EmailMessage;
+pub use bindings::channel::telemetryflow::plugin::http::{
+    HttpError, Request as HttpRequest, Response as HttpResponse,
+};
 pub use bindings::condition::exports::telemetryflow::plugin::condition::{
     Evaluation, EvaluationContext, QueryResult, Series, SeriesStatus,
 };
 pub use bindings::condition::telemetryflow::plugin::types::{
     ConfigError, PluginError as GuestError, PluginMetadata,
 };
+
+/// What a notification channel reaches the world through, implemented by the host (this crate
+/// does no IO). Both calls block the calling thread (plugin calls run on blocking threads) and
+/// must return by `deadline`, the end of the whole plugin call.
+pub trait Capabilities: Send + Sync {
+    /// One outgoing HTTP request, under the host's policy (addresses, schemes, sizes, time).
+    ///
+    /// # Errors
+    /// Refused by the policy, timed out, or the connection failed.
+    fn http(
+        &self,
+        plugin: &str,
+        req: HttpRequest,
+        deadline: std::time::Instant,
+    ) -> Result<HttpResponse, HttpError>;
+
+    /// One email through the host's SMTP relay.
+    ///
+    /// # Errors
+    /// The relay's answer, or that no relay is configured.
+    fn email(
+        &self,
+        plugin: &str,
+        msg: EmailMessage,
+        deadline: std::time::Instant,
+    ) -> Result<(), String>;
+}
 use host::HostState;
 pub use validate::PluginKind;
 
@@ -53,6 +87,9 @@ pub struct RuntimeConfig {
     pub transform_ticks: u64,
     /// Epoch ticks metadata and config validation may run.
     pub metadata_ticks: u64,
+    /// Epoch ticks a channel call may run, host calls (HTTP, email) included: the whole call's
+    /// wall-clock limit (1500 × 10 ms = 15 s).
+    pub channel_ticks: u64,
     /// Instances that may exist at once across all calls (the pool's size).
     pub max_concurrent_instances: u32,
     /// Largest output of a call (state blob, Arrow bytes, all series' text).
@@ -70,6 +107,7 @@ impl Default for RuntimeConfig {
             condition_ticks: 20,
             transform_ticks: 200,
             metadata_ticks: 100,
+            channel_ticks: 1500,
             max_concurrent_instances: 256,
             max_output_bytes: 16 << 20,
             max_series: 10_000,
@@ -150,6 +188,7 @@ pub struct PluginRuntime {
     config: RuntimeConfig,
     condition_linker: Linker<HostState>,
     transform_linker: Linker<HostState>,
+    channel_linker: Linker<HostState>,
     stop: Arc<AtomicBool>,
 }
 
@@ -209,11 +248,13 @@ impl PluginRuntime {
             host::condition_linker(&engine).map_err(|e| host_err("linker", e))?;
         let transform_linker =
             host::transform_linker(&engine).map_err(|e| host_err("linker", e))?;
+        let channel_linker = host::channel_linker(&engine).map_err(|e| host_err("linker", e))?;
         Ok(PluginRuntime {
             engine,
             config,
             condition_linker,
             transform_linker,
+            channel_linker,
             stop,
         })
     }
@@ -304,11 +345,7 @@ impl PluginRuntime {
         let linker = match kind {
             PluginKind::AlertCondition => &self.condition_linker,
             PluginKind::WidgetTransform => &self.transform_linker,
-            PluginKind::NotificationChannel => {
-                return Err(PluginError::Invalid(
-                    "notification-channel plugins cannot run on this server yet".into(),
-                ));
-            }
+            PluginKind::NotificationChannel => &self.channel_linker,
         };
         let pre = linker
             .instantiate_pre(&component)
@@ -331,10 +368,20 @@ impl PluginRuntime {
         Ok(plugin)
     }
 
-    fn store(&self, plugin: &str, ticks: u64) -> Store<HostState> {
+    fn store(
+        &self,
+        plugin: &str,
+        ticks: u64,
+        caps: Option<Arc<dyn Capabilities>>,
+    ) -> Store<HostState> {
+        let budget = self
+            .config
+            .epoch_tick
+            .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+        let deadline = std::time::Instant::now() + budget;
         let mut store = Store::new(
             &self.engine,
-            HostState::new(plugin, self.config.memory_bytes),
+            HostState::new(plugin, self.config.memory_bytes, caps, deadline),
         );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks);
@@ -385,7 +432,7 @@ impl PluginRuntime {
     fn metadata_of(&self, plugin: &CompiledPlugin) -> Result<PluginMetadata, PluginError> {
         let label = plugin.label();
         let ticks = self.config.metadata_ticks;
-        let mut store = self.store(&label, ticks);
+        let mut store = self.store(&label, ticks, None);
         let result = (|| -> wasmtime::Result<PluginMetadata> {
             match plugin.kind {
                 PluginKind::AlertCondition => {
@@ -406,7 +453,19 @@ impl PluginRuntime {
                         config_schema: m.config_schema,
                     })
                 }
-                PluginKind::NotificationChannel => Err(wasmtime::Error::msg("not runnable")),
+                PluginKind::NotificationChannel => {
+                    let b = bindings::channel::NotificationChannelPre::new(plugin.pre.clone())?
+                        .instantiate(&mut store)?;
+                    let m = b
+                        .telemetryflow_plugin_metadata()
+                        .call_metadata(&mut store)?;
+                    Ok(PluginMetadata {
+                        name: m.name,
+                        version: m.version,
+                        description: m.description,
+                        config_schema: m.config_schema,
+                    })
+                }
             }
         })();
         result.map_err(|e| self.classify(&label, ticks, store.data(), &e))
@@ -423,7 +482,7 @@ impl PluginRuntime {
     ) -> Result<Vec<ConfigError>, PluginError> {
         let label = plugin.label();
         let ticks = self.config.metadata_ticks;
-        let mut store = self.store(&label, ticks);
+        let mut store = self.store(&label, ticks, None);
         let result = (|| -> wasmtime::Result<Vec<ConfigError>> {
             match plugin.kind {
                 PluginKind::AlertCondition => {
@@ -444,7 +503,18 @@ impl PluginRuntime {
                         })
                         .collect())
                 }
-                PluginKind::NotificationChannel => Err(wasmtime::Error::msg("not runnable")),
+                PluginKind::NotificationChannel => {
+                    let b = bindings::channel::NotificationChannelPre::new(plugin.pre.clone())?
+                        .instantiate(&mut store)?;
+                    Ok(b.telemetryflow_plugin_metadata()
+                        .call_validate_config(&mut store, config)?
+                        .into_iter()
+                        .map(|c| ConfigError {
+                            path: c.path,
+                            message: c.message,
+                        })
+                        .collect())
+                }
             }
         })();
         result.map_err(|e| self.classify(&label, ticks, store.data(), &e))
@@ -457,6 +527,7 @@ impl PluginRuntime {
         plugin: &CompiledPlugin,
         want: PluginKind,
         ticks: u64,
+        caps: Option<Arc<dyn Capabilities>>,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginError> {
         let label = plugin.label();
@@ -467,7 +538,7 @@ impl PluginRuntime {
                 want.world()
             )));
         }
-        let mut store = self.store(&label, ticks);
+        let mut store = self.store(&label, ticks, caps);
         match f(&mut store) {
             Err(e) => {
                 let err = self.classify(&label, ticks, store.data(), &e);
@@ -498,7 +569,7 @@ impl PluginRuntime {
         inputs: &[QueryResult],
     ) -> Result<Evaluation, PluginError> {
         let ticks = self.config.condition_ticks;
-        let evaluation = self.call(plugin, PluginKind::AlertCondition, ticks, |store| {
+        let evaluation = self.call(plugin, PluginKind::AlertCondition, ticks, None, |store| {
             let b = bindings::condition::AlertConditionPre::new(plugin.pre.clone())?
                 .instantiate(&mut *store)?;
             Ok(b.telemetryflow_plugin_condition()
@@ -522,7 +593,7 @@ impl PluginRuntime {
     ) -> Result<Vec<u8>, PluginError> {
         let input = input_schema.to_vec();
         let ticks = self.config.metadata_ticks;
-        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, |store| {
+        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, None, |store| {
             let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
                 .instantiate(&mut *store)?;
             Ok(b.telemetryflow_plugin_transform()
@@ -544,7 +615,7 @@ impl PluginRuntime {
     ) -> Result<Vec<u8>, PluginError> {
         let input = input.to_vec();
         let ticks = self.config.transform_ticks;
-        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, |store| {
+        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, None, |store| {
             let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
                 .instantiate(&mut *store)?;
             Ok(b.telemetryflow_plugin_transform()
@@ -552,6 +623,47 @@ impl PluginRuntime {
                 .map_err(|g| transform_guest_message(&g)))
         })?;
         self.capped(plugin, out)
+    }
+
+    /// Sends one notification through a channel plugin, which reaches the network only
+    /// through `caps`. The outer error says the plugin could not run (trap, deadline, memory);
+    /// the inner one is the plugin's own verdict (permanent, transient, rate-limited).
+    ///
+    /// # Errors
+    /// As [`PluginRuntime::evaluate`].
+    pub fn send(
+        &self,
+        plugin: &CompiledPlugin,
+        notification: &Notification,
+        caps: Arc<dyn Capabilities>,
+    ) -> Result<Result<Receipt, SendError>, PluginError> {
+        let ticks = self.config.channel_ticks;
+        let out = self.call(
+            plugin,
+            PluginKind::NotificationChannel,
+            ticks,
+            Some(caps),
+            |store| {
+                let b = bindings::channel::NotificationChannelPre::new(plugin.pre.clone())?
+                    .instantiate(&mut *store)?;
+                Ok(Ok(b
+                    .telemetryflow_plugin_channel()
+                    .call_send(&mut *store, notification)?))
+            },
+        )?;
+        let size = |s: &str| s.len();
+        let text = match &out {
+            Ok(r) => r.message_id.as_deref().map_or(0, size) + size(&r.detail),
+            Err(SendError::Permanent(m) | SendError::Transient(m)) => size(m),
+            Err(SendError::RateLimited(r)) => size(&r.message),
+        };
+        if text > 64 << 10 {
+            return Err(PluginError::InvalidOutput {
+                plugin: plugin.label(),
+                message: format!("{text} bytes of receipt text; the limit is 65536"),
+            });
+        }
+        Ok(out)
     }
 
     fn capped(&self, plugin: &CompiledPlugin, out: Vec<u8>) -> Result<Vec<u8>, PluginError> {

@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod auth_routes;
+mod channels;
 mod error;
 mod grpc;
 mod iam_routes;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub use audit::{AuditEvent, AuditLog, AuditResult};
 pub use auth::{AccessCache, ApiKeyVerifier, Client};
+pub use channels::ChannelCapabilities;
 pub use error::ApiError;
 pub use grpc::grpc_services;
 pub use ingest::reconvert;

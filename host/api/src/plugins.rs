@@ -51,6 +51,7 @@ pub struct PluginService {
     failures: Mutex<HashMap<String, u32>>,
     builtin_bytes: &'static [(&'static str, &'static [u8])],
     builtins: tokio::sync::OnceCell<Vec<Builtin>>,
+    channels: Arc<dyn plugin_runtime::Capabilities>,
 }
 
 /// A plugin shipped inside the server, visible to every workspace, always enabled.
@@ -76,11 +77,12 @@ fn builtin_artifacts() -> &'static Mutex<HashMap<String, Arc<Vec<u8>>>> {
 impl PluginService {
     /// `cache_dir`: where compiled artifacts are kept between restarts (`None`: memory only).
     /// `builtins`: components shipped with the server, `(package, bytes)`; they are compiled on
-    /// first use.
+    /// first use. `channels`: what notification channels reach the world through.
     pub fn new(
         runtime: PluginRuntime,
         cache_dir: Option<PathBuf>,
         builtins: &'static [(&'static str, &'static [u8])],
+        channels: Arc<dyn plugin_runtime::Capabilities>,
     ) -> PluginService {
         PluginService {
             runtime: Arc::new(runtime),
@@ -90,6 +92,7 @@ impl PluginService {
             failures: Mutex::new(HashMap::new()),
             builtin_bytes: builtins,
             builtins: tokio::sync::OnceCell::new(),
+            channels,
         }
     }
 
@@ -373,7 +376,9 @@ async fn find<'a>(state: &'a AppState, p: &Principal, id: &str) -> Result<Found<
     if let Some(b) = state.plugins.builtin(id).await? {
         return Ok(Found::Builtin(b));
     }
-    Ok(Found::Uploaded(Box::new(visible_plugin(state, p, id).await?)))
+    Ok(Found::Uploaded(Box::new(
+        visible_plugin(state, p, id).await?,
+    )))
 }
 
 /// An uploaded plugin of the caller's workspace that may be changed (built-ins may not).
@@ -794,6 +799,8 @@ struct RunInput {
 #[serde(deny_unknown_fields)]
 struct RunBody {
     config: serde_json::Value,
+    /// The queries (conditions: 1 to 16; transforms: 1; channels: none).
+    #[serde(default)]
     inputs: Vec<RunInput>,
     /// The state blob of a previous run (base64), to see how the plugin carries it.
     state: Option<String>,
@@ -825,9 +832,8 @@ async fn run_plugin(
     }
     let kind = PluginKind::parse(found.kind());
     if kind == Some(PluginKind::NotificationChannel) {
-        return Err(ApiError::invalid(
-            "notification channels do not run on query results; test them through a channel",
-        ));
+        let compiled = found.compiled(&state).await?;
+        return send_test(&state, compiled, found.id(), body.config.to_string()).await;
     }
     let max_inputs = if kind == Some(PluginKind::WidgetTransform) {
         1
@@ -935,6 +941,69 @@ async fn run_plugin(
         })).collect::<Vec<_>>(),
         "state": evaluation.state.map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
     })))
+}
+
+/// Sends a test notification (one firing alert) through a channel plugin, under the same
+/// outgoing-HTTP policy as real notifications. A refusal by the receiver is a result, not an
+/// error: `sent: false` with the plugin's verdict.
+async fn send_test(
+    state: &AppState,
+    compiled: Arc<CompiledPlugin>,
+    plugin_id: &str,
+    config: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use plugin_runtime::{Alert, AlertStatus, Notification, SendError};
+    let now = Utc::now().timestamp_millis();
+    let labels = vec![
+        (
+            "alertname".to_string(),
+            "TelemetryFlowTestNotification".to_string(),
+        ),
+        ("severity".to_string(), "info".to_string()),
+    ];
+    let annotations = vec![(
+        "summary".to_string(),
+        "A test notification from TelemetryFlow: this channel works.".to_string(),
+    )];
+    let external = state.auth.public_url.clone();
+    let notification = Notification {
+        idempotency_key: iam::random_token("test-"),
+        group_key: format!("test:{plugin_id}"),
+        group_labels: labels[..1].to_vec(),
+        common_labels: labels.clone(),
+        common_annotations: annotations.clone(),
+        status: AlertStatus::Firing,
+        alerts: vec![Alert {
+            status: AlertStatus::Firing,
+            labels,
+            annotations,
+            value: Some(1.0),
+            starts_at_ms: now,
+            ends_at_ms: None,
+            generator_url: external.clone(),
+            fingerprint: plugin_runtime::content_hash(plugin_id.as_bytes())[..16].to_string(),
+        }],
+        external_url: external,
+        config,
+    };
+    let rt = Arc::clone(&state.plugins.runtime);
+    let caps = Arc::clone(&state.plugins.channels);
+    let result = tokio::task::spawn_blocking(move || rt.send(&compiled, &notification, caps))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(plugin_error)?;
+    Ok(Json(match result {
+        Ok(r) => json!({"sent": true, "message_id": r.message_id, "detail": r.detail}),
+        Err(SendError::Permanent(m)) => {
+            json!({"sent": false, "error": {"kind": "permanent", "message": m}})
+        }
+        Err(SendError::Transient(m)) => {
+            json!({"sent": false, "error": {"kind": "transient", "message": m}})
+        }
+        Err(SendError::RateLimited(r)) => json!({"sent": false, "error": {
+            "kind": "rate_limited", "message": r.message, "retry_after_ms": r.retry_after_ms,
+        }}),
+    }))
 }
 
 /// The schema and batches of an Arrow IPC stream a plugin returned.

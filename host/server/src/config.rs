@@ -156,6 +156,12 @@ pub struct FileConfig {
     /// Days after which soft-deleted organizations, workspaces, tenants and users are purged.
     /// Default: 90
     pub purge_after_days: Option<u32>,
+    /// Let notification channels send plain `http://` requests (public addresses still only).
+    /// Default: false
+    pub plugin_http_allow_plain: Option<bool>,
+    /// TEST ONLY: let notification channels reach loopback addresses, for fake services in
+    /// tests. Logs a warning at start and on every such request. Default: false
+    pub plugin_http_allow_loopback_for_tests: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -184,6 +190,8 @@ pub struct Config {
     pub lockout_threshold: i64,
     pub lockout_duration: Duration,
     pub purge_after_days: u32,
+    /// Outgoing HTTP of notification channels.
+    pub plugin_http: egress::Policy,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -216,6 +224,7 @@ impl Default for Config {
             lockout_threshold: 5,
             lockout_duration: Duration::from_secs(900),
             purge_after_days: 90,
+            plugin_http: egress::Policy::default(),
         }
     }
 }
@@ -318,6 +327,13 @@ impl Config {
                 Duration::from_secs(s.max(1).unsigned_abs())
             }),
             purge_after_days: file.purge_after_days.unwrap_or(d.purge_after_days).max(1),
+            plugin_http: egress::Policy {
+                allow_plain_http: file.plugin_http_allow_plain.unwrap_or(false),
+                allow_loopback_for_tests: file
+                    .plugin_http_allow_loopback_for_tests
+                    .unwrap_or(false),
+                ..d.plugin_http.clone()
+            },
             data_dir: args
                 .data_dir
                 .clone()

@@ -293,6 +293,10 @@ impl Server {
             runtime,
             Some(config.data_dir.join("plugins").join("cache")),
             builtin_plugins::ALL,
+            Arc::new(api::ChannelCapabilities::new(
+                config.plugin_http.clone(),
+                auth.mailer.clone(),
+            )),
         ));
         let state = AppState::new(
             Arc::clone(&meta),
