@@ -47,7 +47,8 @@ fn main() {
     let mut cmd = Command::new(cargo);
     cmd.args([
         "build",
-        "--release",
+        "--profile",
+        "plugin",
         "--target",
         "wasm32-wasip2",
         "--target-dir",
@@ -101,7 +102,7 @@ fn main() {
     );
     for p in PACKAGES {
         let file = format!("{}.wasm", p.replace('-', "_"));
-        let src = guest_dir.join("wasm32-wasip2").join("release").join(&file);
+        let src = guest_dir.join("wasm32-wasip2").join("plugin").join(&file);
         let dst = out_dir.join(&file);
         if let Err(e) = std::fs::copy(&src, &dst) {
             panic!("the built component {} is missing: {e}", src.display());

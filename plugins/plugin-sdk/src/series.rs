@@ -1,6 +1,6 @@
 //! Rows grouped into series: one per distinct label set, with the value column reduced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -40,6 +40,60 @@ fn is_string(t: &DataType) -> bool {
 
 fn is_number(t: &DataType) -> bool {
     t.is_numeric()
+}
+
+/// A string column, downcast once per batch.
+enum Strs<'a> {
+    Utf8(&'a arrow_array::StringArray),
+    Large(&'a arrow_array::LargeStringArray),
+    View(&'a arrow_array::StringViewArray),
+    Missing,
+}
+
+impl<'a> Strs<'a> {
+    fn of(array: Option<&'a dyn Array>) -> Strs<'a> {
+        match array.map(|a| (a, a.data_type())) {
+            Some((a, DataType::Utf8)) => Strs::Utf8(a.as_string::<i32>()),
+            Some((a, DataType::LargeUtf8)) => Strs::Large(a.as_string::<i64>()),
+            Some((a, DataType::Utf8View)) => Strs::View(a.as_string_view()),
+            _ => Strs::Missing,
+        }
+    }
+
+    /// The value at `row` (`""` when null).
+    fn get(&self, row: usize) -> &'a str {
+        match self {
+            Strs::Utf8(a) if !a.is_null(row) => a.value(row),
+            Strs::Large(a) if !a.is_null(row) => a.value(row),
+            Strs::View(a) if !a.is_null(row) => a.value(row),
+            _ => "",
+        }
+    }
+}
+
+/// A fast, non-cryptographic hash of label values (grouping only; collisions are checked).
+#[derive(Default)]
+struct Fx(u64);
+
+impl Fx {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let mut w = [0u8; 8];
+        let rest = chunks.remainder();
+        w[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(w));
+        // The length separates ("ab","c") from ("a","bc").
+        self.add(bytes.len() as u64);
+    }
 }
 
 fn string_at(array: &dyn Array, row: usize) -> String {
@@ -130,32 +184,52 @@ pub fn group(
     if value.is_none() && reducer != Reducer::Count {
         return Err("the query result has no numeric column to reduce".into());
     }
-    // labels → (sum, count of values, min, max, last, rows)
-    let mut acc: BTreeMap<Vec<(String, String)>, Acc> = BTreeMap::new();
+    // Groups in first-seen order, found by a hash of the row's label values: no allocation
+    // per row, only per new group.
+    let mut groups: Vec<(Vec<(String, String)>, Acc)> = Vec::new();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     for batch in batches {
-        let label_arrays: Vec<_> = labels
+        let label_arrays: Vec<Strs<'_>> = labels
             .iter()
-            .map(|l| batch.column_by_name(l).cloned())
+            .map(|l| Strs::of(batch.column_by_name(l).map(|a| a.as_ref())))
             .collect();
-        let value_array = value
-            .as_ref()
-            .and_then(|v| batch.column_by_name(v).cloned());
+        let value_array = value.as_ref().and_then(|v| batch.column_by_name(v));
+        let mut last: Option<usize> = None;
         for row in 0..batch.num_rows() {
-            let key: Vec<(String, String)> = labels
-                .iter()
-                .zip(&label_arrays)
-                .map(|(name, a)| {
-                    (
-                        name.clone(),
-                        a.as_ref().map(|a| string_at(a, row)).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let e = acc
-                .entry(key)
-                .or_insert((0.0, 0, f64::INFINITY, f64::NEG_INFINITY, None, 0));
+            let same = |g: usize| {
+                groups[g]
+                    .0
+                    .iter()
+                    .zip(&label_arrays)
+                    .all(|((_, v), a)| v == a.get(row))
+            };
+            let g = match last {
+                Some(g) if same(g) => g,
+                _ => {
+                    let mut h = Fx::default();
+                    for a in &label_arrays {
+                        h.write(a.get(row).as_bytes());
+                    }
+                    let slot = index.entry(h.0).or_default();
+                    match slot.iter().copied().find(|&g| same(g)) {
+                        Some(g) => g,
+                        None => {
+                            let key = labels
+                                .iter()
+                                .zip(&label_arrays)
+                                .map(|(name, a)| (name.clone(), a.get(row).to_string()))
+                                .collect();
+                            groups.push((key, (0.0, 0, f64::INFINITY, f64::NEG_INFINITY, None, 0)));
+                            slot.push(groups.len() - 1);
+                            groups.len() - 1
+                        }
+                    }
+                }
+            };
+            last = Some(g);
+            let e = &mut groups[g].1;
             e.5 += 1;
-            if let Some(v) = value_array.as_ref().and_then(|a| number_at(a, row)) {
+            if let Some(v) = value_array.and_then(|a| number_at(a.as_ref(), row)) {
                 e.0 += v;
                 e.1 += 1;
                 e.2 = e.2.min(v);
@@ -164,6 +238,8 @@ pub fn group(
             }
         }
     }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    let acc = groups;
     Ok(acc
         .into_iter()
         .map(|(labels, (sum, n, min, max, last, rows))| {
