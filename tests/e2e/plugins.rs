@@ -436,3 +436,51 @@ async fn built_in_plugins_serve_every_workspace_and_cannot_be_changed() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_uploaded_transform_runs_on_the_workspace_data() {
+    let bytes = crate::guests::guest(
+        "transform-moving-average",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+    );
+    let (srv, api, admin) = TestServer::with_admin().await;
+    let (key, _) = api.key(&admin, &["logs:write"], None).await;
+    for (service, n) in [("a", 2), ("b", 4), ("c", 6)] {
+        let req = crate::support::build::logs(service, "m", n, crate::support::now_nanos());
+        let resp =
+            crate::support::post_protobuf(&srv.client, &srv.otlp_http, "/v1/logs", &key, &req)
+                .await;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let (status, p) = upload(&api, &admin, bytes, "?kind=widget-transform").await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["kind"], json!("widget-transform"));
+    assert_eq!(p["built_in"], json!(false));
+    let path = format!(
+        "/api/v1/plugins/{}/run",
+        p["plugin_id"].as_str().expect("id")
+    );
+    let run = |config: Value| {
+        api.post(
+            &path,
+            Some(&admin),
+            json!({
+                "config": config,
+                "inputs": [{"name": "A", "sql": "SELECT count(*) AS n FROM logs_v3 GROUP BY service_name ORDER BY service_name"}]
+            }),
+        )
+    };
+    let (status, out) = run(json!({"window": 2})).await;
+    assert_eq!(status, 200, "{out}");
+    let averages: Vec<Option<f64>> = out["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r[0].as_f64())
+        .collect();
+    assert_eq!(averages, vec![Some(2.0), Some(3.0), Some(5.0)], "{out}");
+    let (status, bad) = run(json!({"window": 0})).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad.to_string().contains("/window"), "{bad}");
+    srv.shutdown().await;
+}

@@ -21,7 +21,11 @@ const STDERR_BYTES: usize = 64 << 10;
 pub struct Limits {
     memory_bytes: usize,
     pub memory_denied: bool,
+    pub table_denied: bool,
 }
+
+/// Elements one table may grow to.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
@@ -43,7 +47,11 @@ impl ResourceLimiter for Limits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        if desired > MAX_TABLE_ELEMENTS {
+            self.table_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
@@ -95,6 +103,7 @@ impl HostState {
             limits: Limits {
                 memory_bytes,
                 memory_denied: false,
+                table_denied: false,
             },
             wasi,
             table: ResourceTable::new(),

@@ -126,6 +126,9 @@ pub enum PluginError {
     Deadline { plugin: String, budget_ms: u64 },
     #[error("plugin {plugin} ran out of memory (limit {limit_bytes} bytes)")]
     OutOfMemory { plugin: String, limit_bytes: usize },
+    /// A table, instance or memory count limit (not linear memory size).
+    #[error("plugin {plugin} hit a limit: {message}")]
+    Limit { plugin: String, message: String },
     #[error("plugin {plugin} overflowed its stack (too deep a recursion)")]
     StackOverflow { plugin: String },
     #[error("plugin {plugin} panicked: {message}")]
@@ -409,6 +412,22 @@ impl PluginRuntime {
             return PluginError::OutOfMemory {
                 plugin,
                 limit_bytes: self.config.memory_bytes,
+            };
+        }
+        if state.limits.table_denied {
+            return PluginError::Limit {
+                plugin,
+                message: format!(
+                    "a table may hold at most {} elements",
+                    host::MAX_TABLE_ELEMENTS
+                ),
+            };
+        }
+        let text = format!("{e:#}");
+        if text.contains("count too high") || text.contains("resource limit exceeded") {
+            return PluginError::Limit {
+                plugin,
+                message: text,
             };
         }
         match e.downcast_ref::<Trap>() {
