@@ -25,6 +25,9 @@
 //! - Resolved instances are kept for `resolved_retention_ms` (so a resolved notification can go
 //!   out), then dropped.
 
+pub mod dispatch;
+pub mod route;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
