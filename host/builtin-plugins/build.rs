@@ -17,6 +17,14 @@ const PACKAGES: &[&str] = &[
     "transform-rate",
     "transform-percent-change",
     "transform-fill-gaps",
+    "channel-webhook",
+    "channel-slack",
+    "channel-pagerduty",
+    "channel-telegram",
+    "channel-msteams",
+    "channel-discord",
+    "channel-email",
+    "channel-sms",
 ];
 
 fn main() {

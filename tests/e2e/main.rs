@@ -16,6 +16,7 @@ mod clickhouse_outage;
 mod api_keys;
 mod auth_flows;
 mod bad_input;
+mod builtin_channels;
 mod channels;
 mod durability;
 mod email_flows;

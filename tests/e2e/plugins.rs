@@ -334,13 +334,21 @@ async fn built_in_plugins_serve_every_workspace_and_cannot_be_changed() {
     names.sort();
     let want: Vec<(String, String)> = [
         ("absence", "alert-condition"),
+        ("discord", "notification-channel"),
+        ("email", "notification-channel"),
         ("fill-gaps", "widget-transform"),
         ("moving-average", "widget-transform"),
+        ("msteams", "notification-channel"),
+        ("pagerduty", "notification-channel"),
         ("percent-change", "widget-transform"),
         ("rate", "widget-transform"),
         ("rate-of-change", "alert-condition"),
+        ("slack", "notification-channel"),
+        ("sms", "notification-channel"),
+        ("telegram", "notification-channel"),
         ("threshold", "alert-condition"),
         ("top-k", "widget-transform"),
+        ("webhook", "notification-channel"),
         ("z-score", "alert-condition"),
     ]
     .iter()
@@ -431,7 +439,7 @@ async fn built_in_plugins_serve_every_workspace_and_cannot_be_changed() {
     let (_, theirs) = api.get("/api/v1/plugins", &other).await;
     assert_eq!(
         theirs["items"].as_array().expect("items").len(),
-        9,
+        17,
         "{theirs}"
     );
     srv.shutdown().await;

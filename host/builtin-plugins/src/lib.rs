@@ -1,6 +1,7 @@
 //! The plugins that ship inside the server binary, visible to every workspace: alert conditions
 //! (`threshold`, `absence`, `rate-of-change`, `z-score`) and widget transforms
-//! (`moving-average`, `top-k`, `rate`, `percent-change`, `fill-gaps`).
+//! (`moving-average`, `top-k`, `rate`, `percent-change`, `fill-gaps`) and notification channels
+//! (`webhook`, `slack`, `pagerduty`, `telegram`, `msteams`, `discord`, `email`, `sms`).
 //!
 //! `build.rs` builds them from `plugins/` for `wasm32-wasip2` with plain cargo, so a fresh
 //! checkout's `cargo run` ships them with no extra step (the `wasm32-wasip2` target must be

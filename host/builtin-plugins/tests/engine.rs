@@ -128,13 +128,21 @@ fn every_builtin_compiles_describes_itself_and_checks_configs() {
         names,
         vec![
             ("absence", PluginKind::AlertCondition),
+            ("discord", PluginKind::NotificationChannel),
+            ("email", PluginKind::NotificationChannel),
             ("fill-gaps", PluginKind::WidgetTransform),
             ("moving-average", PluginKind::WidgetTransform),
+            ("msteams", PluginKind::NotificationChannel),
+            ("pagerduty", PluginKind::NotificationChannel),
             ("percent-change", PluginKind::WidgetTransform),
             ("rate", PluginKind::WidgetTransform),
             ("rate-of-change", PluginKind::AlertCondition),
+            ("slack", PluginKind::NotificationChannel),
+            ("sms", PluginKind::NotificationChannel),
+            ("telegram", PluginKind::NotificationChannel),
             ("threshold", PluginKind::AlertCondition),
             ("top-k", PluginKind::WidgetTransform),
+            ("webhook", PluginKind::NotificationChannel),
             ("z-score", PluginKind::AlertCondition),
         ]
     );

@@ -13,6 +13,7 @@
 //! Everything here is plain Rust over `arrow-array`, so a plugin's logic is unit-tested natively
 //! with `cargo test`, and the same code runs in the component.
 
+pub mod channel;
 pub mod config;
 pub mod ipc;
 pub mod plugin;
