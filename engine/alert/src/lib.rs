@@ -25,6 +25,7 @@
 //! - Resolved instances are kept for `resolved_retention_ms` (so a resolved notification can go
 //!   out), then dropped.
 
+pub mod delivery;
 pub mod dispatch;
 pub mod route;
 
