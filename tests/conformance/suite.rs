@@ -506,3 +506,56 @@ async fn clickhouse_gets_user_values_only_as_typed_parameters() {
     let q = "SELECT count(*) FROM logs_v3 WHERE body = concat('l1', chr(10), 'l2', chr(9), chr(92), 'x-1')";
     assert_eq!(count(b.store.as_ref(), &plain, q).await, 1);
 }
+
+#[tokio::test]
+async fn alert_history_round_trips() {
+    use arrow::array::{ArrayRef, StringArray, TimestampNanosecondArray};
+    for b in backends().await {
+        let t0 = i64::try_from(now()).expect("now") - 60_000_000_000;
+        let s = |v: &[&str]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+        let batch = RecordBatch::try_new(
+            schema_of(Table::AlertHistory),
+            vec![
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![t0, t0 + 60_000_000_000])
+                        .with_timezone("UTC"),
+                ),
+                s(&["rule-1", "rule-1"]),
+                s(&["High latency", "High latency"]),
+                s(&["critical", "critical"]),
+                s(&["firing", "normal"]),
+                s(&["the condition is met for 2m", "the condition is not met"]),
+                s(&["org", "org"]),
+                s(&["ws", "ws"]),
+                s(&["t-history", "t-history"]),
+                s(&[r#"{"from":"pending"}"#, r#"{"from":"firing"}"#]),
+            ],
+        )
+        .expect("batch");
+        b.store
+            .write(vec![(Table::AlertHistory, batch.clone())])
+            .await
+            .expect("write");
+        b.store.flush().await.expect("flush");
+        let ctx = SessionContext::new();
+        ctx.register_table("alert_history", b.store.table_provider(Table::AlertHistory))
+            .expect("register");
+        let sql = "SELECT alert_rule_id, status, message, metadata FROM alert_history \
+                   WHERE tenant_id = 't-history' ORDER BY timestamp";
+        let got = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let got = pretty_format_batches(&got).expect("format").to_string();
+        let want = expected(&[(Table::AlertHistory, batch)], Table::AlertHistory, sql).await;
+        assert_eq!(got, want, "{}", b.name);
+        assert!(
+            got.contains("the condition is met for 2m"),
+            "{}: {got}",
+            b.name
+        );
+    }
+}

@@ -22,16 +22,20 @@ pub enum Table {
     Exemplars,
     /// Who did what to IAM, and every sign-in (written by the host, read by admins only).
     AuditLogs,
+    /// Every state change of every alert instance, with its reason (written by alert
+    /// evaluation, read through the alerting API).
+    AlertHistory,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Traces,
         Table::Logs,
         Table::Metrics,
         Table::Histograms,
         Table::Exemplars,
         Table::AuditLogs,
+        Table::AlertHistory,
     ];
 
     /// The tables of telemetry signals, which users query.
@@ -52,6 +56,7 @@ impl Table {
             Table::Histograms => "metric_histograms",
             Table::Exemplars => "exemplars_v3",
             Table::AuditLogs => "audit_logs",
+            Table::AlertHistory => "alert_history",
         }
     }
 
@@ -68,6 +73,7 @@ impl Table {
             Table::Histograms => 4,
             Table::Exemplars => 5,
             Table::AuditLogs => 6,
+            Table::AlertHistory => 7,
         }
     }
 
@@ -81,6 +87,7 @@ impl Table {
             Table::Traces | Table::Logs | Table::Exemplars => 30,
             Table::Metrics | Table::Histograms => 90,
             Table::AuditLogs => 400,
+            Table::AlertHistory => 365,
         }
     }
 }
@@ -295,7 +302,24 @@ fn audit_logs_schema() -> Schema {
     Schema::new(f)
 }
 
-static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
+/// `status` is the state entered (`pending`, `firing`, `normal`, `no_data`, `error`; a
+/// firing → normal change is a resolve); `metadata` a JSON object (fingerprint, labels, the
+/// state left, the value).
+fn alert_history_schema() -> Schema {
+    let mut f = vec![
+        Field::new("timestamp", ts(), false),
+        s("alert_rule_id"),
+        s("alert_rule_name"),
+        s("severity"),
+        s("status"),
+        s("message"),
+    ];
+    f.extend(tenant_fields());
+    f.push(s("metadata"));
+    Schema::new(f)
+}
+
+static SCHEMAS: LazyLock<[SchemaRef; 7]> = LazyLock::new(|| {
     [
         Arc::new(traces_schema()),
         Arc::new(logs_schema()),
@@ -303,6 +327,7 @@ static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
         Arc::new(histograms_schema()),
         Arc::new(exemplars_schema()),
         Arc::new(audit_logs_schema()),
+        Arc::new(alert_history_schema()),
     ]
 });
 
@@ -315,6 +340,7 @@ pub fn schema_of(table: Table) -> SchemaRef {
         Table::Histograms => 3,
         Table::Exemplars => 4,
         Table::AuditLogs => 5,
+        Table::AlertHistory => 6,
     };
     Arc::clone(&SCHEMAS[i])
 }

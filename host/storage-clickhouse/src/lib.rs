@@ -108,8 +108,8 @@ impl ClickHouseConfig {
 
 #[derive(Debug, Default)]
 struct Counters {
-    rows: [AtomicU64; 6],
-    bytes: [AtomicU64; 6],
+    rows: [AtomicU64; Table::ALL.len()],
+    bytes: [AtomicU64; Table::ALL.len()],
 }
 
 /// Applies pending migrations without opening a store (`telemetryflow migrate`).
@@ -145,7 +145,7 @@ pub struct ClickHouseStore {
     layout: Arc<Layout>,
     slots: Arc<Semaphore>,
     /// The INSERT statement of each table, in [`Table::ALL`] order.
-    insert_sql: [String; 6],
+    insert_sql: [String; Table::ALL.len()],
     /// Rows and bytes this process wrote (`/metrics`); ClickHouse's own totals are in
     /// `system.parts`.
     written: Counters,
