@@ -353,8 +353,7 @@ macro_rules! export_channel {
     ($plugin:ty, wit = $wit:literal) => {
         wit_bindgen::generate!({ path: $wit, world: "notification-channel" });
 
-        /// The component's exports, delegating to the plugin's plain-Rust implementation.
-        pub struct Component;
+        $crate::__export_common!($plugin);
 
         /// The host's capabilities through the generated imports.
         struct WitHost;
@@ -400,28 +399,6 @@ macro_rules! export_channel {
             }
         }
 
-        impl exports::telemetryflow::plugin::metadata::Guest for Component {
-            fn metadata() -> telemetryflow::plugin::types::PluginMetadata {
-                use $crate::plugin::Describe as _;
-                telemetryflow::plugin::types::PluginMetadata {
-                    name: <$plugin>::NAME.into(),
-                    version: <$plugin>::VERSION.into(),
-                    description: <$plugin>::DESCRIPTION.into(),
-                    config_schema: <$plugin>::SCHEMA.into(),
-                }
-            }
-
-            fn validate_config(config: String) -> Vec<telemetryflow::plugin::types::ConfigError> {
-                use $crate::plugin::Describe as _;
-                match <$plugin>::config(&config) {
-                    Ok(_) => Vec::new(),
-                    Err(p) => vec![telemetryflow::plugin::types::ConfigError {
-                        path: p.path,
-                        message: p.message,
-                    }],
-                }
-            }
-        }
 
         impl exports::telemetryflow::plugin::channel::Guest for Component {
             fn send(

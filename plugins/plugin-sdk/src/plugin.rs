@@ -2,7 +2,7 @@
 //! and let [`export_condition!`](crate::export_condition) or
 //! [`export_transform!`](crate::export_transform) generate the WIT bindings and glue.
 //!
-//! ```ignore
+//! ```text
 //! pub struct Plugin;
 //! impl plugin_sdk::plugin::Transform for Plugin { /* … */ }
 //! plugin_sdk::export_transform!(Plugin, wit = "../../wit");
@@ -174,16 +174,17 @@ pub fn output_schema_ipc<T: Transform>(input: &[u8], config: &str) -> Result<Vec
     crate::ipc::write(&out, &[]).map_err(Failure::Internal)
 }
 
-/// Generates the `alert-condition` world's bindings and exports `$plugin` (a
-/// [`Condition`](crate::plugin::Condition)) as the component's implementation.
+/// The parts every world's export shares: the component type, the `metadata` export, and the
+/// mapping of [`Failure`](crate::plugin::Failure) to the WIT error. Used by the `export_*!`
+/// macros after `wit_bindgen::generate!`.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! export_condition {
-    ($plugin:ty, wit = $wit:literal) => {
-        wit_bindgen::generate!({ path: $wit, world: "alert-condition" });
-
+macro_rules! __export_common {
+    ($plugin:ty) => {
         /// The component's exports, delegating to the plugin's plain-Rust implementation.
         pub struct Component;
 
+        #[allow(dead_code)]
         fn __tf_error(f: $crate::plugin::Failure) -> telemetryflow::plugin::types::PluginError {
             use telemetryflow::plugin::types::PluginError as E;
             match f {
@@ -215,6 +216,17 @@ macro_rules! export_condition {
                 }
             }
         }
+    };
+}
+
+/// Generates the `alert-condition` world's bindings and exports `$plugin` (a
+/// [`Condition`](crate::plugin::Condition)) as the component's implementation.
+#[macro_export]
+macro_rules! export_condition {
+    ($plugin:ty, wit = $wit:literal) => {
+        wit_bindgen::generate!({ path: $wit, world: "alert-condition" });
+
+        $crate::__export_common!($plugin);
 
         impl exports::telemetryflow::plugin::condition::Guest for Component {
             fn evaluate(
@@ -276,40 +288,7 @@ macro_rules! export_transform {
     ($plugin:ty, wit = $wit:literal) => {
         wit_bindgen::generate!({ path: $wit, world: "widget-transform" });
 
-        /// The component's exports, delegating to the plugin's plain-Rust implementation.
-        pub struct Component;
-
-        fn __tf_error(f: $crate::plugin::Failure) -> telemetryflow::plugin::types::PluginError {
-            use telemetryflow::plugin::types::PluginError as E;
-            match f {
-                $crate::plugin::Failure::InvalidConfig(m) => E::InvalidConfig(m),
-                $crate::plugin::Failure::InvalidInput(m) => E::InvalidInput(m),
-                $crate::plugin::Failure::Internal(m) => E::Internal(m),
-            }
-        }
-
-        impl exports::telemetryflow::plugin::metadata::Guest for Component {
-            fn metadata() -> telemetryflow::plugin::types::PluginMetadata {
-                use $crate::plugin::Describe as _;
-                telemetryflow::plugin::types::PluginMetadata {
-                    name: <$plugin>::NAME.into(),
-                    version: <$plugin>::VERSION.into(),
-                    description: <$plugin>::DESCRIPTION.into(),
-                    config_schema: <$plugin>::SCHEMA.into(),
-                }
-            }
-
-            fn validate_config(config: String) -> Vec<telemetryflow::plugin::types::ConfigError> {
-                use $crate::plugin::Describe as _;
-                match <$plugin>::config(&config) {
-                    Ok(_) => Vec::new(),
-                    Err(p) => vec![telemetryflow::plugin::types::ConfigError {
-                        path: p.path,
-                        message: p.message,
-                    }],
-                }
-            }
-        }
+        $crate::__export_common!($plugin);
 
         impl exports::telemetryflow::plugin::transform::Guest for Component {
             fn output_schema(
