@@ -617,16 +617,10 @@ impl PluginRuntime {
         input_schema: &[u8],
         config: &str,
     ) -> Result<Vec<u8>, PluginError> {
-        let input = input_schema.to_vec();
         let ticks = self.config.metadata_ticks;
-        let out = self.call(plugin, PluginKind::WidgetTransform, ticks, None, |store| {
-            let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
-                .instantiate(&mut *store)?;
-            Ok(b.telemetryflow_plugin_transform()
-                .call_output_schema(&mut *store, &input, config)?
-                .map_err(|g| transform_guest_message(&g)))
-        })?;
-        self.capped(plugin, out)
+        self.transform_call(plugin, ticks, |t, store| {
+            t.call_output_schema(store, &input_schema.to_vec(), config)
+        })
     }
 
     /// Runs a widget transform on one Arrow IPC stream.
@@ -639,13 +633,28 @@ impl PluginRuntime {
         input: &[u8],
         config: &str,
     ) -> Result<Vec<u8>, PluginError> {
-        let input = input.to_vec();
         let ticks = self.config.transform_ticks;
+        self.transform_call(plugin, ticks, |t, store| {
+            t.call_run(store, &input.to_vec(), config)
+        })
+    }
+
+    /// One call into a transform's `transform` interface, its output capped.
+    fn transform_call(
+        &self,
+        plugin: &CompiledPlugin,
+        ticks: u64,
+        f: impl FnOnce(
+            &bindings::transform::exports::telemetryflow::plugin::transform::Guest,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<
+            Result<Vec<u8>, bindings::transform::telemetryflow::plugin::types::PluginError>,
+        >,
+    ) -> Result<Vec<u8>, PluginError> {
         let out = self.call(plugin, PluginKind::WidgetTransform, ticks, None, |store| {
             let b = bindings::transform::WidgetTransformPre::new(plugin.pre.clone())?
                 .instantiate(&mut *store)?;
-            Ok(b.telemetryflow_plugin_transform()
-                .call_run(&mut *store, &input, config)?
+            Ok(f(b.telemetryflow_plugin_transform(), store)?
                 .map_err(|g| transform_guest_message(&g)))
         })?;
         self.capped(plugin, out)

@@ -394,6 +394,71 @@ pub fn reduce(points: &[(i64, f64)], reducer: Reducer) -> Option<f64> {
     })
 }
 
+/// The columns a time-series transform works on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesColumns {
+    pub time: usize,
+    pub value: usize,
+    pub labels: Vec<usize>,
+}
+
+/// Finds the time column ([`crate::time::column`]), the value column (named, or the last
+/// numeric one that is not the time) and the label columns ([`label_columns`]).
+///
+/// # Errors
+/// A named column that does not exist or has the wrong type; no time or value column.
+pub fn series_columns(
+    schema: &Schema,
+    time: Option<&str>,
+    value: Option<&str>,
+    labels: Option<&[String]>,
+) -> Result<SeriesColumns, String> {
+    let time = crate::time::column(schema, time)?;
+    Ok(SeriesColumns {
+        time,
+        value: value_column(schema, value, Some(time))?,
+        labels: label_columns(schema, labels)?,
+    })
+}
+
+/// `schema` with column `column` turned into a nullable `Float64` (what a transform that
+/// computes new values from a numeric column outputs).
+pub fn with_float64(schema: &Schema, column: usize) -> arrow_schema::SchemaRef {
+    let fields: Vec<arrow_schema::Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i == column {
+                arrow_schema::Field::new(f.name(), DataType::Float64, true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new(fields))
+}
+
+/// Every column of `batch`, taking `rows` (in that order; a row may repeat).
+///
+/// # Errors
+/// A batch too large to index with `u32`, or a column Arrow cannot take from.
+pub fn take_rows(
+    batch: &RecordBatch,
+    rows: &[usize],
+) -> Result<Vec<arrow_array::ArrayRef>, String> {
+    let indices: Vec<u32> = rows
+        .iter()
+        .map(|&r| u32::try_from(r).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let indices = arrow_array::UInt32Array::from(indices);
+    batch
+        .columns()
+        .iter()
+        .map(|c| arrow_select::take::take(c.as_ref(), &indices, None).map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// All batches as one (an empty batch of `schema` when there are none).
 ///
 /// # Errors

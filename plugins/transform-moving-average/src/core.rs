@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Schema, SchemaRef};
 use plugin_sdk::config::{ConfigProblem, parse};
 use plugin_sdk::series::number_at;
 
@@ -45,22 +45,7 @@ pub fn config(json: &str) -> Result<Config, ConfigProblem> {
 }
 
 fn value_column(schema: &Schema, c: &Config) -> Result<usize, String> {
-    match &c.value_column {
-        Some(name) => {
-            let i = schema
-                .index_of(name)
-                .map_err(|_| format!("no column {name:?} in the input"))?;
-            if !schema.field(i).data_type().is_numeric() {
-                return Err(format!("column {name:?} is not numeric"));
-            }
-            Ok(i)
-        }
-        None => schema
-            .fields()
-            .iter()
-            .rposition(|f| f.data_type().is_numeric())
-            .ok_or_else(|| "the input has no numeric column".to_string()),
-    }
+    plugin_sdk::series::value_column(schema, c.value_column.as_deref(), None)
 }
 
 /// The input schema with the value column as nullable Float64.
@@ -68,20 +53,10 @@ fn value_column(schema: &Schema, c: &Config) -> Result<usize, String> {
 /// # Errors
 /// No usable value column.
 pub fn output_schema(input: &Schema, c: &Config) -> Result<SchemaRef, String> {
-    let v = value_column(input, c)?;
-    let fields: Vec<Field> = input
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if i == v {
-                Field::new(f.name(), DataType::Float64, true)
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    Ok(Arc::new(Schema::new(fields)))
+    Ok(plugin_sdk::series::with_float64(
+        input,
+        value_column(input, c)?,
+    ))
 }
 
 /// The batches with the value column replaced by its moving average, per series, in row order.
@@ -165,6 +140,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::Field;
 
     use super::*;
 

@@ -10,12 +10,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
+use arrow_array::{Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use plugin_sdk::config::{ConfigProblem, parse};
 use plugin_sdk::plugin::{Describe, Failure, Transform};
-use plugin_sdk::series::{concat, label_columns, number_at, rows_by_series, value_column};
-use plugin_sdk::time::{self, duration_ms};
+use plugin_sdk::series::{
+    SeriesColumns, concat, number_at, rows_by_series, series_columns, take_rows,
+};
+use plugin_sdk::time::duration_ms;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,11 +104,14 @@ impl Describe for PercentChange {
     }
 }
 
-fn columns(schema: &Schema, c: &Config) -> Result<(usize, usize, Vec<usize>), Failure> {
-    let bad = Failure::InvalidInput;
-    let t = time::column(schema, c.time_column.as_deref()).map_err(bad)?;
-    let v = value_column(schema, c.value_column.as_deref(), Some(t)).map_err(bad)?;
-    let labels = label_columns(schema, c.group_by.as_deref()).map_err(bad)?;
+fn columns(schema: &Schema, c: &Config) -> Result<SeriesColumns, Failure> {
+    let found = series_columns(
+        schema,
+        c.time_column.as_deref(),
+        c.value_column.as_deref(),
+        c.group_by.as_deref(),
+    )
+    .map_err(Failure::InvalidInput)?;
     for name in [PREVIOUS, CHANGE] {
         if schema.index_of(name).is_ok() {
             return Err(Failure::InvalidInput(format!(
@@ -114,7 +119,7 @@ fn columns(schema: &Schema, c: &Config) -> Result<(usize, usize, Vec<usize>), Fa
             )));
         }
     }
-    Ok((t, v, labels))
+    Ok(found)
 }
 
 impl Transform for PercentChange {
@@ -131,7 +136,11 @@ impl Transform for PercentChange {
         batches: &[RecordBatch],
         c: &Config,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), Failure> {
-        let (t, v, labels) = columns(schema, c)?;
+        let SeriesColumns {
+            time: t,
+            value: v,
+            labels,
+        } = columns(schema, c)?;
         let out_schema = Self::output_schema(schema, c)?;
         let all = concat(schema, batches).map_err(Failure::InvalidInput)?;
         let values = all.column(v);
@@ -149,7 +158,7 @@ impl Transform for PercentChange {
                     continue;
                 }
                 let now = number_at(values.as_ref(), row);
-                rows.push(u32::try_from(row).map_err(|e| Failure::InvalidInput(e.to_string()))?);
+                rows.push(row);
                 previous.push(prev);
                 change.push(match (now, prev) {
                     (Some(n), Some(p)) if p != 0.0 => Some((n - p) / p.abs() * 100.0),
@@ -157,13 +166,7 @@ impl Transform for PercentChange {
                 });
             }
         }
-        let indices = UInt32Array::from(rows);
-        let mut columns: Vec<ArrayRef> = (0..all.num_columns())
-            .map(|i| {
-                arrow_select::take::take(all.column(i).as_ref(), &indices, None)
-                    .map_err(|e| Failure::Internal(e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
+        let mut columns = take_rows(&all, &rows).map_err(Failure::Internal)?;
         columns.push(Arc::new(Float64Array::from(previous)));
         columns.push(Arc::new(Float64Array::from(change)));
         let batch = RecordBatch::try_new(Arc::clone(&out_schema), columns)

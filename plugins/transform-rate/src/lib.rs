@@ -9,12 +9,14 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_array::{Float64Array, RecordBatch};
+use arrow_schema::{Schema, SchemaRef};
 use plugin_sdk::config::{ConfigProblem, parse};
 use plugin_sdk::plugin::{Describe, Failure, Transform};
-use plugin_sdk::series::{concat, label_columns, number_at, rows_by_series, value_column};
-use plugin_sdk::time::{self, duration_ms};
+use plugin_sdk::series::{
+    SeriesColumns, concat, number_at, rows_by_series, series_columns, take_rows, with_float64,
+};
+use plugin_sdk::time::duration_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,34 +118,19 @@ impl Describe for Rate {
     }
 }
 
-fn columns(schema: &Schema, c: &Config) -> Result<(usize, usize, Vec<usize>), Failure> {
-    let bad = Failure::InvalidInput;
-    let t = time::column(schema, c.time_column.as_deref()).map_err(bad)?;
-    let v = value_column(schema, c.value_column.as_deref(), Some(t)).map_err(bad)?;
-    let labels = label_columns(schema, c.group_by.as_deref()).map_err(bad)?;
-    Ok((t, v, labels))
-}
-
-fn float_schema(schema: &Schema, v: usize) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if i == v {
-                Field::new(f.name(), DataType::Float64, true)
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
+fn columns(schema: &Schema, c: &Config) -> Result<SeriesColumns, Failure> {
+    series_columns(
+        schema,
+        c.time_column.as_deref(),
+        c.value_column.as_deref(),
+        c.group_by.as_deref(),
+    )
+    .map_err(Failure::InvalidInput)
 }
 
 impl Transform for Rate {
     fn output_schema(input: &Schema, c: &Config) -> Result<SchemaRef, Failure> {
-        let (_, v, _) = columns(input, c)?;
-        Ok(float_schema(input, v))
+        Ok(with_float64(input, columns(input, c)?.value))
     }
 
     fn run(
@@ -151,11 +138,15 @@ impl Transform for Rate {
         batches: &[RecordBatch],
         c: &Config,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), Failure> {
-        let (t, v, labels) = columns(schema, c)?;
-        let out_schema = float_schema(schema, v);
+        let SeriesColumns {
+            time: t,
+            value: v,
+            labels,
+        } = columns(schema, c)?;
+        let out_schema = with_float64(schema, v);
         let all = concat(schema, batches).map_err(Failure::InvalidInput)?;
         let values = all.column(v);
-        let mut rows: Vec<u32> = Vec::with_capacity(all.num_rows());
+        let mut rows: Vec<usize> = Vec::with_capacity(all.num_rows());
         let mut out_values: Vec<Option<f64>> = Vec::with_capacity(all.num_rows());
         for (_, series) in rows_by_series(&all, &labels, t) {
             let points: Vec<(i64, Option<f64>)> = series
@@ -163,26 +154,14 @@ impl Transform for Rate {
                 .map(|&(t, row)| (t, number_at(values.as_ref(), row)))
                 .collect();
             for (i, r) in rates(&points, c.mode, c.per_ms).into_iter().enumerate() {
-                if i == 0 && !c.keep_first {
-                    continue;
+                if i > 0 || c.keep_first {
+                    rows.push(series[i].1);
+                    out_values.push(r);
                 }
-                rows.push(
-                    u32::try_from(series[i].1).map_err(|e| Failure::InvalidInput(e.to_string()))?,
-                );
-                out_values.push(r);
             }
         }
-        let indices = UInt32Array::from(rows);
-        let columns: Vec<ArrayRef> = (0..all.num_columns())
-            .map(|i| {
-                if i == v {
-                    Ok(Arc::new(Float64Array::from(out_values.clone())) as ArrayRef)
-                } else {
-                    arrow_select::take::take(all.column(i).as_ref(), &indices, None)
-                        .map_err(|e| Failure::Internal(e.to_string()))
-                }
-            })
-            .collect::<Result<_, _>>()?;
+        let mut columns = take_rows(&all, &rows).map_err(Failure::Internal)?;
+        columns[v] = Arc::new(Float64Array::from(out_values));
         let batch = RecordBatch::try_new(Arc::clone(&out_schema), columns)
             .map_err(|e| Failure::Internal(e.to_string()))?;
         Ok((out_schema, vec![batch]))
@@ -196,6 +175,7 @@ mod tests {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Float64Type;
     use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field};
 
     use super::*;
 
