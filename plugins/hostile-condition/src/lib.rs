@@ -96,9 +96,14 @@ impl Condition for Plugin {
                 }
             }
             "memory" => {
+                // 16 MiB blocks, one byte written in each: the allocator grows linear memory
+                // at once, so the bomb reaches any limit in microseconds however busy the
+                // machine is (a memset of every page could meet the time budget first).
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![7u8; 1 << 20]);
+                    let mut block = Vec::with_capacity(16 << 20);
+                    block.push(7u8);
+                    hoard.push(block);
                     std::hint::black_box(&hoard);
                 }
             }
