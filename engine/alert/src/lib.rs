@@ -28,6 +28,7 @@
 pub mod delivery;
 pub mod dispatch;
 pub mod route;
+pub mod spec;
 
 use std::collections::BTreeMap;
 
