@@ -10,9 +10,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use storage::{ApiKeyStatus, MetaError, MetaStore, NewApiKey, NewTenant, NewUser, RoleType};
 
+mod alerting;
+
 struct Backend {
     name: &'static str,
     store: Arc<dyn MetaStore>,
+    alerts: Arc<dyn storage::AlertStore>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -21,18 +24,22 @@ async fn backends() -> Vec<Backend> {
     let sqlite = storage_sqlite::open(&dir.path().join("meta.db"))
         .await
         .expect("sqlite opens");
+    let sqlite = Arc::new(sqlite);
     let mut out = vec![Backend {
         name: "sqlite",
-        store: Arc::new(sqlite),
+        store: sqlite.clone(),
+        alerts: sqlite,
         _dir: Some(dir),
     }];
     if let Some(url) = postgres_env::fresh_postgres().await {
         let pg = storage_postgres::connect(&url)
             .await
             .expect("postgres connects and migrates");
+        let pg = Arc::new(pg);
         out.push(Backend {
             name: "postgres",
-            store: Arc::new(pg),
+            store: pg.clone(),
+            alerts: pg,
             _dir: None,
         });
     }

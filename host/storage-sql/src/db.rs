@@ -49,6 +49,11 @@ impl From<Vec<u8>> for Value {
         Value::Bytes(Some(v))
     }
 }
+impl From<Option<Vec<u8>>> for Value {
+    fn from(v: Option<Vec<u8>>) -> Value {
+        Value::Bytes(v)
+    }
+}
 impl From<&[u8]> for Value {
     fn from(v: &[u8]) -> Value {
         Value::Bytes(Some(v.to_vec()))
@@ -183,6 +188,13 @@ impl Row {
             Value::Bytes(Some(b)) => Ok(b.clone()),
             Value::Text(Some(s)) => Ok(s.clone().into_bytes()),
             other => Err(Self::mismatch(name, "bytes", other)),
+        }
+    }
+
+    pub fn opt_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, DbError> {
+        match self.value(name)? {
+            Value::Bytes(None) | Value::Text(None) => Ok(None),
+            _ => self.bytes(name).map(Some),
         }
     }
 

@@ -3,6 +3,7 @@
 //! decoding, transactions). Behaviour cannot drift between the backends because there is one
 //! implementation; the conformance suite in `tests/meta` runs it on both.
 
+mod alerting;
 mod db;
 mod store;
 

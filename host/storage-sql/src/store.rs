@@ -14,32 +14,32 @@ use storage::{
 use crate::args;
 use crate::db::{Db, DbError, Row, Tx, Value};
 
-fn backend(e: DbError) -> MetaError {
+pub(crate) fn backend(e: DbError) -> MetaError {
     MetaError::Backend(e.to_string())
 }
 
 /// Maps a unique violation to a conflict naming `what`.
-fn conflict(what: &'static str) -> impl Fn(DbError) -> MetaError {
+pub(crate) fn conflict(what: &'static str) -> impl Fn(DbError) -> MetaError {
     move |e| match e {
         DbError::Unique(_) => MetaError::Conflict(what.to_string()),
         DbError::Other(m) => MetaError::Backend(m),
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
 const MAX_PAGE: u32 = 500;
 
 /// A statement built from parts, numbering its parameters.
-struct Sql {
-    text: String,
-    args: Vec<Value>,
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) args: Vec<Value>,
 }
 
 impl Sql {
-    fn new(text: &str) -> Sql {
+    pub(crate) fn new(text: &str) -> Sql {
         Sql {
             text: text.to_string(),
             args: Vec::new(),
@@ -47,7 +47,7 @@ impl Sql {
     }
 
     /// Appends `part`, where `?` stands for `v`.
-    fn push(&mut self, part: &str, v: impl Into<Value>) -> &mut Sql {
+    pub(crate) fn push(&mut self, part: &str, v: impl Into<Value>) -> &mut Sql {
         self.args.push(v.into());
         let n = self.args.len();
         self.text.push_str(&part.replace('?', &format!("${n}")));
@@ -59,7 +59,7 @@ impl Sql {
         self
     }
 
-    fn page(&mut self, key: &str, page: &Page) -> &mut Sql {
+    pub(crate) fn page(&mut self, key: &str, page: &Page) -> &mut Sql {
         if let Some(after) = &page.after {
             self.push(&format!(" AND {key} > ?"), after.clone());
         }
@@ -216,7 +216,7 @@ fn key_from(r: &Row, permissions: Vec<String>) -> Result<ApiKeyRecord, DbError> 
 
 /// The metadata store over one backend.
 pub struct SqlMetaStore {
-    db: Box<dyn Db>,
+    pub(crate) db: Box<dyn Db>,
 }
 
 impl std::fmt::Debug for SqlMetaStore {
@@ -550,6 +550,14 @@ impl SqlMetaStore {
             "DELETE FROM user_roles WHERE tenant_id = $1",
             "DELETE FROM roles WHERE tenant_id = $1",
             "DELETE FROM invitations WHERE tenant_id = $1",
+            "DELETE FROM alert_rule_notification_groups WHERE alert_rule_id IN \
+             (SELECT alert_rule_id FROM alert_rules WHERE tenant_id = $1)",
+            "DELETE FROM alert_rule_state WHERE alert_rule_id IN \
+             (SELECT alert_rule_id FROM alert_rules WHERE tenant_id = $1)",
+            "DELETE FROM alert_rules WHERE tenant_id = $1",
+            "DELETE FROM notification_channels WHERE tenant_id = $1",
+            "DELETE FROM notification_groups WHERE tenant_id = $1",
+            "DELETE FROM silences WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE tenant_id = $1",
         ] {
             tx.execute(stmt, args![tenant_id]).await.map_err(backend)?;

@@ -4,9 +4,14 @@
 //! Adapters live in their own crates (`storage-embedded`, `storage-clickhouse`, `storage-sqlite`,
 //! `storage-postgres`); only the `server` crate names them.
 
+mod alerting;
 mod meta;
 mod telemetry;
 
+pub use alerting::{
+    AlertRuleRecord, AlertStore, ChannelRecord, ChannelWrite, GroupRecord, GroupWrite, NewSilence,
+    RuleStateRecord, RuleWrite, SilenceRecord,
+};
 pub use meta::{
     ACTIONS, ApiKeyRecord, ApiKeyStatus, ApiKeyUsage, ConsumedToken, Entity, EntityPatch,
     InvitationRecord, MetaError, MetaStore, MfaRecord, NewApiKey, NewInvitation, NewOrganization,
