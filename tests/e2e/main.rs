@@ -13,6 +13,7 @@ mod unique;
 
 mod clickhouse_outage;
 
+mod alerting_api;
 mod api_keys;
 mod auth_flows;
 mod bad_input;

@@ -52,7 +52,7 @@ async fn rules_groups_and_links_round_trip() {
             .create_rule(
                 &scope,
                 rule("cpu"),
-                &[g1.group_id.clone()],
+                std::slice::from_ref(&g1.group_id),
                 Some(&admin.user_id),
             )
             .await

@@ -682,3 +682,17 @@ impl SilenceSpec {
         }
     }
 }
+
+/// A query's SQL with its window filled in: `$__from` and `$__to` become timestamp literals of
+/// `[from_ms, to_ms)` (values the server computes, never user text).
+pub fn render_sql(sql: &str, from_ms: i64, to_ms: i64) -> String {
+    let ts = |ms: i64| {
+        let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        format!(
+            "TIMESTAMP '{}'",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )
+    };
+    sql.replace("$__from", &ts(from_ms))
+        .replace("$__to", &ts(to_ms))
+}

@@ -145,6 +145,7 @@ impl ApiKeyVerifier {
                         record.key_id
                     ),
                     retry_after: Some(wait.max(Duration::from_secs(1))),
+                    fields: Vec::new(),
                 });
             }
         }

@@ -75,6 +75,7 @@ fn too_many(message: impl Into<String>, until: DateTime<Utc>) -> ApiError {
         kind: ErrorKind::TooManyRequests,
         message: message.into(),
         retry_after: Some(std::time::Duration::from_secs(secs.unsigned_abs())),
+        fields: Vec::new(),
     }
 }
 

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// Bad fields of the request, each a JSON pointer and what is wrong with it.
+    pub fields: Vec<(String, String)>,
 }
 
 impl ApiError {
@@ -21,6 +23,18 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            fields: Vec::new(),
+        }
+    }
+
+    /// A 400 that lists the bad fields (path, problem); the message names them too.
+    pub fn fields(what: &str, fields: Vec<(String, String)>) -> ApiError {
+        let list: Vec<String> = fields.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+        ApiError {
+            kind: ErrorKind::InvalidInput,
+            message: format!("invalid {what}: {}", list.join("; ")),
+            retry_after: None,
+            fields,
         }
     }
 
@@ -41,6 +55,7 @@ impl ApiError {
             kind: ErrorKind::Overloaded,
             message: message.into(),
             retry_after: Some(retry_after),
+            fields: Vec::new(),
         }
     }
 
@@ -96,9 +111,16 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": status.as_u16(), "message": self.message }
         });
+        if !self.fields.is_empty() {
+            body["error"]["fields"] = self
+                .fields
+                .iter()
+                .map(|(path, message)| serde_json::json!({"path": path, "message": message}))
+                .collect();
+        }
         let mut resp = (status, Json(body)).into_response();
         if let Some(after) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
@@ -131,6 +153,7 @@ impl From<storage::StoreError> for ApiError {
                 kind: e.kind(),
                 message: e.to_string(),
                 retry_after: Some(after),
+                fields: Vec::new(),
             },
             None => ApiError::internal(&e),
         }

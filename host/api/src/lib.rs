@@ -4,9 +4,11 @@
 //! one place where errors turn into HTTP (or gRPC) answers. Handlers depend on the storage ports
 //! and on `iam`, never on a concrete backend.
 
+mod alert_routes;
 mod audit;
 mod auth;
 mod auth_routes;
+mod channel_routes;
 mod channels;
 mod error;
 mod grpc;
@@ -32,7 +34,7 @@ pub use plugins::PluginService;
 pub use routes::api_router;
 
 use iam::TokenKeys;
-use storage::{MetaStore, TelemetryStore};
+use storage::{AlertStore, MetaStore, TelemetryStore};
 
 /// Limits on what clients send.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +111,8 @@ impl AuthSettings {
 /// Everything handlers share.
 pub struct AppState {
     pub meta: Arc<dyn MetaStore>,
+    /// Alert rules, notification groups, channels, silences (the same database as `meta`).
+    pub alerts: Arc<dyn AlertStore>,
     pub telemetry: Arc<dyn TelemetryStore>,
     pub tokens: TokenKeys,
     pub keys: ApiKeyVerifier,
@@ -124,8 +128,10 @@ pub struct AppState {
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         meta: Arc<dyn MetaStore>,
+        alerts: Arc<dyn AlertStore>,
         telemetry: Arc<dyn TelemetryStore>,
         tokens: TokenKeys,
         limits: IngestLimits,
@@ -140,6 +146,7 @@ impl AppState {
             auth,
             plugins,
             meta,
+            alerts,
             telemetry,
             tokens,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),

@@ -322,7 +322,7 @@ fn builtin_json(b: &Builtin, with_schema: bool) -> serde_json::Value {
 }
 
 /// A plugin the caller can use: built in, or uploaded to the caller's workspace.
-enum Found<'a> {
+pub(crate) enum Found<'a> {
     Builtin(&'a Builtin),
     Uploaded(Box<PluginRecord>),
 }
@@ -335,14 +335,22 @@ impl Found<'_> {
         }
     }
 
-    fn id(&self) -> &str {
+    /// The JSON Schema of its config, as text.
+    pub(crate) fn config_schema(&self) -> &str {
+        match self {
+            Found::Builtin(b) => &b.plugin.metadata.config_schema,
+            Found::Uploaded(r) => &r.config_schema,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
         match self {
             Found::Builtin(b) => &b.id,
             Found::Uploaded(r) => &r.plugin_id,
         }
     }
 
-    fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         match self {
             Found::Builtin(b) => b.plugin.kind.world(),
             Found::Uploaded(r) => &r.kind,
@@ -350,7 +358,7 @@ impl Found<'_> {
     }
 
     /// The reason it may not run, if it is disabled.
-    fn disabled(&self) -> Option<String> {
+    pub(crate) fn disabled(&self) -> Option<String> {
         match self {
             Found::Builtin(_) => None,
             Found::Uploaded(r) if r.is_enabled => None,
@@ -362,7 +370,7 @@ impl Found<'_> {
         }
     }
 
-    async fn compiled(&self, state: &AppState) -> Result<Arc<CompiledPlugin>, ApiError> {
+    pub(crate) async fn compiled(&self, state: &AppState) -> Result<Arc<CompiledPlugin>, ApiError> {
         match self {
             Found::Builtin(b) => Ok(Arc::clone(&b.plugin)),
             Found::Uploaded(r) => state.plugins.load(state.meta.as_ref(), r).await,
@@ -372,7 +380,11 @@ impl Found<'_> {
 
 /// A built-in plugin, or one of the caller's workspace (deleted ones and other workspaces'
 /// are 404).
-async fn find<'a>(state: &'a AppState, p: &Principal, id: &str) -> Result<Found<'a>, ApiError> {
+pub(crate) async fn find<'a>(
+    state: &'a AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<Found<'a>, ApiError> {
     if let Some(b) = state.plugins.builtin(id).await? {
         return Ok(Found::Builtin(b));
     }
@@ -391,7 +403,7 @@ async fn changeable(state: &AppState, p: &Principal, id: &str) -> Result<PluginR
     }
 }
 
-fn plugin_error(e: PluginError) -> ApiError {
+pub(crate) fn plugin_error(e: PluginError) -> ApiError {
     match e {
         PluginError::Invalid(m) => ApiError::invalid(m),
         PluginError::Host { .. } => ApiError::internal(e),
@@ -411,7 +423,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(11 << 20))
 }
 
-fn require_any(p: &Principal, permissions: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn require_any(p: &Principal, permissions: &[&str]) -> Result<(), ApiError> {
     if permissions.iter().any(|x| p.has(x)) {
         Ok(())
     } else {
@@ -946,7 +958,7 @@ async fn run_plugin(
 /// Sends a test notification (one firing alert) through a channel plugin, under the same
 /// outgoing-HTTP policy as real notifications. A refusal by the receiver is a result, not an
 /// error: `sent: false` with the plugin's verdict.
-async fn send_test(
+pub(crate) async fn send_test(
     state: &AppState,
     compiled: Arc<CompiledPlugin>,
     plugin_id: &str,

@@ -102,6 +102,8 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .merge(crate::auth_routes::router())
         .merge(crate::iam_routes::router())
         .merge(crate::plugins::router())
+        .merge(crate::alert_routes::router())
+        .merge(crate::channel_routes::router())
         .split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the OpenAPI document");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::{AppState, IngestLimits};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use storage::{MetaStore, TelemetryStore};
+use storage::{AlertStore, MetaStore, TelemetryStore};
 use storage_clickhouse::ClickHouseStore;
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::watch;
@@ -87,19 +87,25 @@ pub fn clickhouse_config(config: &Config) -> Option<ClickHouseConfig> {
 ///
 /// # Errors
 /// When the store cannot be opened or a migration fails.
-pub async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
-    Ok(match &config.postgres_url {
-        Some(url) => Arc::new(
-            storage_postgres::connect(url)
-                .await
-                .context("cannot open the PostgreSQL metadata store")?,
-        ),
-        None => Arc::new(
-            storage_sqlite::open(&config.data_dir.join("metadata.db"))
-                .await
-                .context("cannot open the metadata store")?,
-        ),
+pub async fn open_meta(config: &Config) -> anyhow::Result<Metadata> {
+    let store = Arc::new(match &config.postgres_url {
+        Some(url) => storage_postgres::connect(url)
+            .await
+            .context("cannot open the PostgreSQL metadata store")?,
+        None => storage_sqlite::open(&config.data_dir.join("metadata.db"))
+            .await
+            .context("cannot open the metadata store")?,
+    });
+    Ok(Metadata {
+        meta: store.clone(),
+        alerts: store,
     })
+}
+
+/// The metadata store, seen through its two ports.
+pub struct Metadata {
+    pub meta: Arc<dyn MetaStore>,
+    pub alerts: Arc<dyn AlertStore>,
 }
 
 async fn open_telemetry(config: &Config, limits: &IngestLimits) -> anyhow::Result<Telemetry> {
@@ -266,7 +272,7 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let meta = open_meta(&config).await?;
+        let Metadata { meta, alerts } = open_meta(&config).await?;
         let generated_admin = bootstrap_admin(meta.as_ref(), &config).await?;
 
         let limits = IngestLimits {
@@ -300,6 +306,7 @@ impl Server {
         ));
         let state = AppState::new(
             Arc::clone(&meta),
+            alerts,
             telemetry.port(),
             tokens,
             limits,
