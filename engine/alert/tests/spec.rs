@@ -73,7 +73,12 @@ fn every_bad_field_is_named_by_its_path() {
         assert!(p.contains(&want), "{want} missing from {errors:?}");
     }
     let unknown = serde_json::from_value::<RuleSpec>(json!({"name": "x", "colour": "red"}));
-    assert!(unknown.unwrap_err().to_string().contains("colour"));
+    assert!(
+        unknown
+            .expect_err("unknown field")
+            .to_string()
+            .contains("colour")
+    );
 }
 
 #[test]
@@ -96,7 +101,7 @@ fn intervals_have_a_stable_phase_and_cron_counts_sunday_as_one() {
     assert!((0..60_000).contains(&phase));
     assert_eq!(phase, phase_ms("rule-42", 60_000), "stable");
     assert_ne!(phase, phase_ms("rule-43", 60_000), "spread");
-    let t0 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+    let t0: i64 = 1_800_000_000_000;
     let first = s.next_after(t0).expect("tick");
     assert_eq!(first.rem_euclid(60_000), phase);
     assert_eq!(s.next_after(first), Some(first + 60_000));
