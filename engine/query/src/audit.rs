@@ -73,3 +73,37 @@ pub async fn audit_events(
         truncated: false,
     })
 }
+
+/// One rule's history (its state changes), newest first, in the caller's scope.
+///
+/// # Errors
+/// When the store cannot be read.
+pub async fn alert_history(
+    tables: &dyn TelemetryTables,
+    scope: &model::Scope,
+    alert_rule_id: Option<&str>,
+    limit: usize,
+    limits: &QueryLimits,
+) -> Result<SqlOutput, QueryError> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new());
+    let source = provider_as_source(tables.table_provider(Table::AlertHistory));
+    let mut pred = col("workspace_id")
+        .eq(lit(scope.workspace_id.clone()))
+        .and(col("tenant_id").eq(lit(scope.tenant_id.clone())));
+    if let Some(id) = alert_rule_id {
+        pred = pred.and(col("alert_rule_id").eq(lit(id.to_string())));
+    }
+    let plan = LogicalPlanBuilder::scan(Table::AlertHistory.name(), source, None)?
+        .filter(pred)?
+        .sort(vec![col("timestamp").sort(false, false)])?
+        .limit(0, Some(limit.min(limits.max_rows)))?
+        .build()?;
+    let df = ctx.execute_logical_plan(plan).await?;
+    let schema: SchemaRef = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(SqlOutput {
+        schema,
+        batches,
+        truncated: false,
+    })
+}

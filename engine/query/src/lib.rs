@@ -27,7 +27,7 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use model::{ErrorKind, Rollup, Scope, Table};
 
-pub use audit::{AuditFilter, audit_events};
+pub use audit::{AuditFilter, alert_history, audit_events};
 
 /// The port a telemetry store implements for reads: one provider per table, all tenants' rows.
 pub trait TelemetryTables: Send + Sync {
@@ -152,6 +152,24 @@ pub struct SqlOutput {
     pub batches: Vec<RecordBatch>,
     /// True when the result had more than `max_rows` rows and was cut.
     pub truncated: bool,
+}
+
+impl SqlOutput {
+    /// The result as an Arrow IPC stream (what plugins read).
+    ///
+    /// # Errors
+    /// When Arrow cannot encode the batches.
+    pub fn to_arrow_ipc(&self) -> Result<Vec<u8>, arrow::error::ArrowError> {
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &self.schema)?;
+            for b in &self.batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        Ok(buf)
+    }
 }
 
 /// Checks that `sql` is exactly one query statement (SELECT, possibly with WITH / UNION).

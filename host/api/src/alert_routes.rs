@@ -17,9 +17,7 @@ use model::ErrorKind;
 use plugin_runtime::PluginKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use storage::{
-    AlertRuleRecord, GroupRecord, GroupWrite, NewSilence, Page, RuleWrite, SilenceRecord,
-};
+use storage::{AlertRuleRecord, GroupRecord, NewSilence, Page, SilenceRecord};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,6 +27,15 @@ use crate::iam_routes::Params;
 use crate::plugins::{Found, find, plugin_error};
 use crate::routes::Body;
 use crate::{ApiError, AppState};
+
+/// The spec of a stored rule.
+pub(crate) fn rule_spec(r: &AlertRuleRecord, groups: Vec<String>) -> Result<RuleSpec, ApiError> {
+    alerting::rule_spec(r, groups).map_err(ApiError::internal)
+}
+
+fn group_spec(g: &GroupRecord) -> Result<GroupSpec, ApiError> {
+    alerting::group_spec(g).map_err(ApiError::internal)
+}
 
 pub(crate) const READ: &str = "alert:read";
 pub(crate) const WRITE: &str = "alert:write";
@@ -48,6 +55,9 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_rules, create_rule))
         .routes(routes!(get_rule, replace_rule, patch_rule, delete_rule))
+        .routes(routes!(rule_instances))
+        .routes(routes!(rule_history))
+        .routes(routes!(list_alerts))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, replace_group, delete_group))
         .routes(routes!(list_silences, create_silence))
@@ -169,73 +179,6 @@ async fn own_validation(
 }
 
 // ---- rules ---------------------------------------------------------------------------------
-
-/// Fields kept in their own columns; the rest of a spec is the `settings` JSON.
-const RULE_COLUMNS: [&str; 10] = [
-    "name",
-    "description",
-    "query_type",
-    "queries",
-    "condition",
-    "composite",
-    "severity",
-    "cooldown_minutes",
-    "enabled",
-    "notification_groups",
-];
-
-fn rule_write(spec: &RuleSpec) -> Result<RuleWrite, ApiError> {
-    let mut v = serde_json::to_value(spec).map_err(ApiError::internal)?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| ApiError::internal("a rule spec is an object"))?;
-    let queries = obj.get("queries").cloned().unwrap_or(Value::Null);
-    let condition = match (&spec.condition, &spec.composite) {
-        (_, Some(c)) => json!({"composite": c}),
-        (Some(c), None) => json!(c),
-        (None, None) => json!({}),
-    };
-    for k in RULE_COLUMNS {
-        obj.remove(k);
-    }
-    Ok(RuleWrite {
-        name: spec.name.clone(),
-        description: spec.description.clone(),
-        query_type: spec.query_type.clone(),
-        query_config: json!({"queries": queries}).to_string(),
-        condition_config: condition.to_string(),
-        settings: v.to_string(),
-        severity: spec.severity.clone(),
-        cooldown_minutes: i64::from(spec.cooldown_minutes),
-        is_enabled: spec.enabled,
-    })
-}
-
-/// The spec a stored rule was made from.
-pub(crate) fn rule_spec(r: &AlertRuleRecord, groups: Vec<String>) -> Result<RuleSpec, ApiError> {
-    let mut obj = match serde_json::from_str::<Value>(&r.settings) {
-        Ok(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    obj.insert("name".into(), json!(r.name));
-    obj.insert("description".into(), json!(r.description));
-    obj.insert("query_type".into(), json!(r.query_type));
-    obj.insert("severity".into(), json!(r.severity));
-    obj.insert("cooldown_minutes".into(), json!(r.cooldown_minutes));
-    obj.insert("enabled".into(), json!(r.is_enabled));
-    obj.insert("notification_groups".into(), json!(groups));
-    let queries = serde_json::from_str::<Value>(&r.query_config)
-        .ok()
-        .and_then(|q| q.get("queries").cloned())
-        .unwrap_or_else(|| json!([]));
-    obj.insert("queries".into(), queries);
-    let condition = serde_json::from_str::<Value>(&r.condition_config).unwrap_or(Value::Null);
-    match condition.get("composite") {
-        Some(c) => obj.insert("composite".into(), c.clone()),
-        None => obj.insert("condition".into(), condition),
-    };
-    serde_json::from_value(Value::Object(obj)).map_err(ApiError::internal)
-}
 
 fn rule_json(r: &AlertRuleRecord, spec: &RuleSpec) -> Value {
     let mut v = serde_json::to_value(spec).unwrap_or_else(|_| json!({}));
@@ -377,7 +320,7 @@ async fn create_rule(
         .alerts
         .create_rule(
             p.scope(),
-            rule_write(&spec)?,
+            alerting::rule_write(&spec),
             &spec.notification_groups,
             Some(p.actor()),
         )
@@ -418,7 +361,7 @@ async fn save_rule(
     check_rule(state, p, &spec, Some(id)).await?;
     let r = state
         .alerts
-        .update_rule(id, rule_write(&spec)?, &spec.notification_groups)
+        .update_rule(id, alerting::rule_write(&spec), &spec.notification_groups)
         .await?;
     state.audit(
         client,
@@ -517,33 +460,6 @@ async fn delete_rule(
 
 // ---- notification groups -------------------------------------------------------------------
 
-fn group_write(spec: &GroupSpec) -> Result<GroupWrite, ApiError> {
-    let mut v = serde_json::to_value(spec).map_err(ApiError::internal)?;
-    if let Some(o) = v.as_object_mut() {
-        for k in ["name", "description", "active"] {
-            o.remove(k);
-        }
-    }
-    Ok(GroupWrite {
-        name: spec.name.clone(),
-        description: spec.description.clone(),
-        routing: v.to_string(),
-        is_active: spec.active,
-    })
-}
-
-/// The spec a stored group was made from.
-pub(crate) fn group_spec(g: &GroupRecord) -> Result<GroupSpec, ApiError> {
-    let mut obj = match serde_json::from_str::<Value>(&g.routing) {
-        Ok(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    obj.insert("name".into(), json!(g.name));
-    obj.insert("description".into(), json!(g.description));
-    obj.insert("active".into(), json!(g.is_active));
-    serde_json::from_value(Value::Object(obj)).map_err(ApiError::internal)
-}
-
 async fn group_json(state: &AppState, g: &GroupRecord) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(group_spec(g)?).map_err(ApiError::internal)?;
     let rules = state.alerts.group_rules(&g.group_id).await?;
@@ -625,7 +541,7 @@ async fn create_group(
     let spec = checked_group(body)?;
     let g = state
         .alerts
-        .create_group(p.scope(), group_write(&spec)?)
+        .create_group(p.scope(), alerting::group_write(&spec))
         .await?;
     state.audit(
         &client,
@@ -666,7 +582,10 @@ async fn replace_group(
     need(&p, WRITE)?;
     visible_group(&state, &p, &id).await?;
     let spec = checked_group(body)?;
-    let g = state.alerts.update_group(&id, group_write(&spec)?).await?;
+    let g = state
+        .alerts
+        .update_group(&id, alerting::group_write(&spec))
+        .await?;
     state.audit(
         &client,
         p.actor(),
@@ -852,4 +771,159 @@ async fn expire_silence(
         json!({}),
     );
     Ok(Json(silence_json(&s, now)))
+}
+
+// ---- instances and history -----------------------------------------------------------------
+
+fn pairs(labels: &[(String, String)]) -> Value {
+    Value::Object(labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+}
+
+fn time_of(ms: Option<i64>) -> Value {
+    ms.and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map_or(Value::Null, |t| json!(t))
+}
+
+fn instance_json(fingerprint: &str, i: &alert::Instance) -> Value {
+    json!({
+        "fingerprint": fingerprint, "labels": pairs(&i.labels), "state": i.state.as_str(),
+        "since": time_of(Some(i.since_ms)), "fired_at": time_of(i.fired_at_ms),
+        "resolved_at": time_of(i.resolved_at_ms), "value": i.value, "severity": i.severity,
+        "annotations": pairs(&i.annotations), "last_error": i.last_error,
+    })
+}
+
+/// A rule's evaluation state: its instances and how its evaluations went.
+async fn rule_state(state: &AppState, id: &str) -> Result<(alert::RuleState, Value), ApiError> {
+    let record = state.alerts.rule_state(id).await?;
+    let rs: alert::RuleState = record
+        .as_ref()
+        .and_then(|r| serde_json::from_str(&r.instances).ok())
+        .unwrap_or_default();
+    let summary = record.map_or_else(
+        || json!({"evaluations": 0, "last_evaluated_at": null, "last_error": null, "skipped_ticks": 0}),
+        |r| {
+            json!({
+                "evaluations": r.evaluations, "last_evaluated_at": r.last_evaluated_at,
+                "last_error": r.last_error, "skipped_ticks": r.skipped_ticks,
+            })
+        },
+    );
+    Ok((rs, summary))
+}
+
+/// A rule's alert instances (one per label set) with their state and since when, and how its
+/// evaluations went (count, last error, skipped ticks).
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}/instances", tag = "alerting", params(("id" = String, Path, description = "the rule")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn rule_instances(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    visible_rule(&state, &p, &id).await?;
+    let (rs, summary) = rule_state(&state, &id).await?;
+    Ok(Json(json!({
+        "instances": rs.instances.iter().map(|(f, i)| instance_json(f, i)).collect::<Vec<_>>(),
+        "evaluation": summary,
+    })))
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// Most entries (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// A rule's state changes, newest first, each with its reason.
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}/history", tag = "alerting", params(("id" = String, Path, description = "the rule"), HistoryQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn rule_history(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+    Params(q): Params<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    visible_rule(&state, &p, &id).await?;
+    let out = query::alert_history(
+        state.telemetry.as_ref(),
+        p.scope(),
+        Some(&id),
+        q.limit.unwrap_or(100).clamp(1, 1000),
+        &state.query_limits,
+    )
+    .await?;
+    let table = crate::sql_json::to_json(&out)?;
+    let names: Vec<String> = table["columns"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let entries: Vec<Value> = table["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    let mut o = serde_json::Map::new();
+                    for (n, v) in names.iter().zip(row.as_array().into_iter().flatten()) {
+                        let v = if n == "metadata" {
+                            v.as_str()
+                                .and_then(|t| serde_json::from_str(t).ok())
+                                .unwrap_or_else(|| v.clone())
+                        } else {
+                            v.clone()
+                        };
+                        o.insert(n.clone(), v);
+                    }
+                    Value::Object(o)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(json!({"history": entries})))
+}
+
+/// Every alert of the tenant that is not normal (pending, firing, no data, error), with its
+/// rule.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerting", security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn list_alerts(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    let mut out = Vec::new();
+    let mut page = Page {
+        limit: 500,
+        after: None,
+        include_deleted: false,
+    };
+    loop {
+        let rules = state.alerts.rules(&p.scope().tenant_id, &page).await?;
+        for r in &rules {
+            let (rs, _) = rule_state(&state, &r.alert_rule_id).await?;
+            for (f, i) in &rs.instances {
+                if i.state == alert::State::Normal {
+                    continue;
+                }
+                let mut v = instance_json(f, i);
+                v["alert_rule_id"] = json!(r.alert_rule_id);
+                v["alert_rule_name"] = json!(r.name);
+                out.push(v);
+            }
+        }
+        if rules.len() < 500 {
+            break;
+        }
+        page.after = rules.last().map(|r| r.alert_rule_id.clone());
+    }
+    Ok(Json(json!({"alerts": out})))
 }

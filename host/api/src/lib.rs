@@ -30,7 +30,7 @@ pub use grpc::grpc_services;
 pub use ingest::reconvert;
 pub use mail::{Mailer, SmtpMailer};
 pub use otlp_http::otlp_router;
-pub use plugins::PluginService;
+pub use plugins::{AlertPlugins, PluginService};
 pub use routes::api_router;
 
 use iam::TokenKeys;

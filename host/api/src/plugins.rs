@@ -1039,14 +1039,52 @@ fn read_ipc(
 
 /// A query result as one Arrow IPC stream.
 fn arrow_ipc(out: &query::SqlOutput) -> Result<Vec<u8>, ApiError> {
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &out.schema)
-            .map_err(ApiError::internal)?;
-        for b in &out.batches {
-            w.write(b).map_err(ApiError::internal)?;
+    out.to_arrow_ipc().map_err(ApiError::internal)
+}
+
+/// The plugins alert evaluations and deliveries use: a built-in, or an enabled upload of the
+/// rule's workspace (the same lookup as the API's, without a caller).
+pub struct AlertPlugins {
+    pub service: Arc<PluginService>,
+    pub meta: Arc<dyn storage::MetaStore>,
+}
+
+#[async_trait::async_trait]
+impl alerting::Plugins for AlertPlugins {
+    async fn plugin(
+        &self,
+        workspace_id: &str,
+        plugin_id: &str,
+    ) -> Result<Arc<CompiledPlugin>, String> {
+        if let Some(b) = self
+            .service
+            .builtin(plugin_id)
+            .await
+            .map_err(|e| e.message)?
+        {
+            return Ok(Arc::clone(&b.plugin));
         }
-        w.finish().map_err(ApiError::internal)?;
+        let record = match self.meta.plugin(plugin_id).await {
+            Ok(Some(r)) if r.workspace_id == workspace_id && r.deleted_at.is_none() => r,
+            Ok(_) => return Err(format!("plugin {plugin_id} not found in the workspace")),
+            Err(e) => return Err(format!("plugin {plugin_id} could not be read: {e}")),
+        };
+        if !record.is_enabled {
+            return Err(format!(
+                "plugin {plugin_id} is disabled: {}",
+                record
+                    .disabled_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ));
+        }
+        self.service
+            .load(self.meta.as_ref(), &record)
+            .await
+            .map_err(|e| e.message)
     }
-    Ok(buf)
+
+    fn runtime(&self) -> Arc<PluginRuntime> {
+        Arc::clone(&self.service.runtime)
+    }
 }

@@ -386,6 +386,19 @@ impl Server {
                 }
             }
         }));
+        let evaluator = Arc::new(alerting::Evaluator {
+            alerts: Arc::clone(&state.alerts),
+            telemetry: Arc::clone(&state.telemetry),
+            plugins: Arc::new(api::AlertPlugins {
+                service: Arc::clone(&state.plugins),
+                meta: Arc::clone(&meta),
+            }),
+            limits: state.query_limits,
+        });
+        tasks.push(
+            alerting::Scheduler::new(evaluator, alerting::SchedulerConfig::default(), None)
+                .spawn(stopped.clone()),
+        );
         tasks.push(tokio::spawn({
             let meta = Arc::clone(&meta);
             let days = i64::from(config.purge_after_days);

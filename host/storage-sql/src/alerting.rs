@@ -15,6 +15,7 @@ use crate::store::{Sql, SqlMetaStore, backend, conflict, new_id};
 fn rule_from(r: &Row) -> Result<AlertRuleRecord, DbError> {
     Ok(AlertRuleRecord {
         alert_rule_id: r.text("alert_rule_id")?,
+        organization_id: r.text("organization_id")?,
         workspace_id: r.text("workspace_id")?,
         tenant_id: r.text("tenant_id")?,
         name: r.text("name")?,
@@ -33,6 +34,10 @@ fn rule_from(r: &Row) -> Result<AlertRuleRecord, DbError> {
         deleted_at: r.opt_time("deleted_at")?,
     })
 }
+
+/// Rules with their organization.
+const RULE_SELECT: &str = "SELECT r.*, w.organization_id FROM alert_rules r \
+     JOIN workspaces w ON w.workspace_id = r.workspace_id";
 
 fn group_from(r: &Row) -> Result<GroupRecord, DbError> {
     Ok(GroupRecord {
@@ -204,7 +209,7 @@ impl AlertStore for SqlMetaStore {
 
     async fn rule(&self, alert_rule_id: &str) -> Result<Option<AlertRuleRecord>, MetaError> {
         self.fetch_one_of(
-            "SELECT * FROM alert_rules WHERE alert_rule_id = $1",
+            &format!("{RULE_SELECT} WHERE r.alert_rule_id = $1"),
             alert_rule_id,
             rule_from,
         )
@@ -212,9 +217,9 @@ impl AlertStore for SqlMetaStore {
     }
 
     async fn rules(&self, tenant_id: &str, page: &Page) -> Result<Vec<AlertRuleRecord>, MetaError> {
-        let mut sql = Sql::new("SELECT * FROM alert_rules WHERE deleted_at IS NULL");
-        sql.push(" AND tenant_id = ?", tenant_id);
-        sql.page("alert_rule_id", page);
+        let mut sql = Sql::new(&format!("{RULE_SELECT} WHERE r.deleted_at IS NULL"));
+        sql.push(" AND r.tenant_id = ?", tenant_id);
+        sql.page("r.alert_rule_id", page);
         let rows = self.db.fetch(&sql.text, &sql.args).await.map_err(backend)?;
         all(&rows, rule_from)
     }
@@ -223,7 +228,7 @@ impl AlertStore for SqlMetaStore {
         let rows = self
             .db
             .fetch(
-                "SELECT r.* FROM alert_rules r \
+                "SELECT r.*, w.organization_id FROM alert_rules r \
                  JOIN tenants t ON t.tenant_id = r.tenant_id \
                  JOIN workspaces w ON w.workspace_id = t.workspace_id \
                  JOIN organizations o ON o.organization_id = w.organization_id \

@@ -12,6 +12,7 @@ use crate::{MetaError, Page};
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRuleRecord {
     pub alert_rule_id: String,
+    pub organization_id: String,
     pub workspace_id: String,
     pub tenant_id: String,
     pub name: String,
