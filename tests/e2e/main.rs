@@ -13,6 +13,7 @@ mod unique;
 
 mod clickhouse_outage;
 
+mod alert_delivery;
 mod alert_evaluation;
 mod alerting_api;
 mod api_keys;

@@ -22,6 +22,8 @@ use storage::{ChannelRecord, ChannelWrite};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use alerting::channel_owner as sealed_for;
+
 use crate::alert_routes::{DELETE, READ, WRITE, need, plugin_config_errors, visible_group};
 use crate::audit::AuditResult;
 use crate::auth::{Client, User};
@@ -47,11 +49,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_channels, create_channel))
         .routes(routes!(get_channel, replace_channel, delete_channel))
         .routes(routes!(test_channel))
-}
-
-/// What a channel's sealed config is bound to.
-pub(crate) fn sealed_for(tenant_id: &str, workspace_id: &str, channel_id: &str) -> String {
-    format!("notification_channel:{tenant_id}:{workspace_id}:{channel_id}")
+        .routes(routes!(channel_attempts))
 }
 
 /// A channel as clients see it: everything but the config, of which only the keys.
@@ -360,4 +358,34 @@ async fn test_channel(
         json!({"sent": out.0["sent"]}),
     );
     Ok(out)
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AttemptsQuery {
+    /// Most entries (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// Every delivery attempt through this channel, newest first: outcome (`delivered`,
+/// `permanent`, `transient`, `rate_limited`, `gave_up`) and the receiver's reason.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/attempts", tag = "alerting", params(("id" = String, Path, description = "the channel"), AttemptsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn channel_attempts(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+    Params(q): Params<AttemptsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    visible_channel(&state, &p, &id).await?;
+    let list = state.alerts.attempts(&id, q.limit.unwrap_or(100)).await?;
+    Ok(Json(json!({
+        "attempts": list.iter().map(|a| json!({
+            "attempt_id": a.attempt_id, "group_key": a.group_key,
+            "idempotency_key": a.idempotency_key, "attempt": a.attempt, "outcome": a.outcome,
+            "message": a.message, "alerts": a.alerts, "status": a.status, "at": a.created_at,
+        })).collect::<Vec<_>>(),
+    })))
 }

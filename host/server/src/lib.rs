@@ -295,14 +295,14 @@ impl Server {
         let runtime = plugin_runtime::PluginRuntime::new(plugin_runtime::RuntimeConfig::default())
             .map_err(|e| anyhow::anyhow!(e))
             .context("cannot start the plugin runtime")?;
+        let capabilities: Arc<dyn plugin_runtime::Capabilities> = Arc::new(
+            api::ChannelCapabilities::new(config.plugin_http.clone(), auth.mailer.clone()),
+        );
         let plugins = Arc::new(api::PluginService::new(
             runtime,
             Some(config.data_dir.join("plugins").join("cache")),
             builtin_plugins::ALL,
-            Arc::new(api::ChannelCapabilities::new(
-                config.plugin_http.clone(),
-                auth.mailer.clone(),
-            )),
+            Arc::clone(&capabilities),
         ));
         let state = AppState::new(
             Arc::clone(&meta),
@@ -386,18 +386,40 @@ impl Server {
                 }
             }
         }));
+        let alert_plugins: Arc<dyn alerting::Plugins> = Arc::new(api::AlertPlugins {
+            service: Arc::clone(&state.plugins),
+            meta: Arc::clone(&meta),
+        });
+        let (notifier, notifier_task) = alerting::Notifier {
+            alerts: Arc::clone(&state.alerts),
+            plugins: Arc::clone(&alert_plugins),
+            capabilities,
+            secrets: state.auth.secrets.clone(),
+            external_url: state.auth.public_url.clone(),
+            retry: alert::delivery::RetryPolicy::default(),
+            tick: Duration::from_millis(200),
+        }
+        .spawn(stopped.clone());
+        tasks.push(notifier_task);
         let evaluator = Arc::new(alerting::Evaluator {
             alerts: Arc::clone(&state.alerts),
             telemetry: Arc::clone(&state.telemetry),
-            plugins: Arc::new(api::AlertPlugins {
-                service: Arc::clone(&state.plugins),
-                meta: Arc::clone(&meta),
-            }),
+            plugins: alert_plugins,
             limits: state.query_limits,
         });
+        let on_evaluated: alerting::OnEvaluated = Arc::new(move |rule, done| {
+            notifier.send(alerting::RuleAlerts {
+                rule: Arc::new(rule.clone()),
+                alerts: alerting::alerts_of(&done.state),
+            });
+        });
         tasks.push(
-            alerting::Scheduler::new(evaluator, alerting::SchedulerConfig::default(), None)
-                .spawn(stopped.clone()),
+            alerting::Scheduler::new(
+                evaluator,
+                alerting::SchedulerConfig::default(),
+                Some(on_evaluated),
+            )
+            .spawn(stopped.clone()),
         );
         tasks.push(tokio::spawn({
             let meta = Arc::clone(&meta);

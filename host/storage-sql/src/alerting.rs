@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use model::Scope;
 use storage::{
-    AlertRuleRecord, AlertStore, ChannelRecord, ChannelWrite, GroupRecord, GroupWrite, MetaError,
-    NewSilence, Page, RuleStateRecord, RuleWrite, SilenceRecord,
+    AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, ChannelWrite, GroupRecord,
+    GroupWrite, MetaError, NewSilence, Page, RuleStateRecord, RuleWrite, SilenceRecord,
 };
 
 use crate::args;
@@ -95,6 +95,24 @@ fn state_from(r: &Row) -> Result<RuleStateRecord, DbError> {
         evaluations: r.int("evaluations")?,
         skipped_ticks: r.int("skipped_ticks")?,
         updated_at: r.time("updated_at")?,
+    })
+}
+
+fn attempt_from(r: &Row) -> Result<AttemptRecord, DbError> {
+    Ok(AttemptRecord {
+        attempt_id: r.text("attempt_id")?,
+        channel_id: r.text("channel_id")?,
+        notification_group_id: r.text("notification_group_id")?,
+        workspace_id: r.text("workspace_id")?,
+        tenant_id: r.text("tenant_id")?,
+        group_key: r.text("group_key")?,
+        idempotency_key: r.text("idempotency_key")?,
+        attempt: r.int("attempt")?,
+        outcome: r.text("outcome")?,
+        message: r.text("message")?,
+        alerts: r.int("alerts")?,
+        status: r.text("status")?,
+        created_at: r.time("created_at")?,
     })
 }
 
@@ -407,6 +425,7 @@ impl AlertStore for SqlMetaStore {
         for stmt in [
             "DELETE FROM alert_rule_notification_groups WHERE notification_group_id = $1",
             "DELETE FROM notification_channels WHERE notification_group_id = $1",
+            "DELETE FROM notification_group_state WHERE group_id = $1",
         ] {
             tx.execute(stmt, args![group_id]).await.map_err(backend)?;
         }
@@ -682,6 +701,77 @@ impl AlertStore for SqlMetaStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn record_attempt(&self, a: AttemptRecord) -> Result<(), MetaError> {
+        self.db
+            .execute(
+                "INSERT INTO notification_attempts (attempt_id, channel_id, \
+                 notification_group_id, workspace_id, tenant_id, group_key, idempotency_key, \
+                 attempt, outcome, message, alerts, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                args![
+                    a.attempt_id,
+                    a.channel_id,
+                    a.notification_group_id,
+                    a.workspace_id,
+                    a.tenant_id,
+                    a.group_key,
+                    a.idempotency_key,
+                    a.attempt,
+                    a.outcome,
+                    a.message,
+                    a.alerts,
+                    a.status,
+                    a.created_at
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn attempts(
+        &self,
+        channel_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>, MetaError> {
+        let rows = self
+            .db
+            .fetch(
+                "SELECT * FROM notification_attempts WHERE channel_id = $1 \
+                 ORDER BY created_at DESC, attempt DESC LIMIT $2",
+                args![channel_id, i64::from(limit.clamp(1, 1000))],
+            )
+            .await
+            .map_err(backend)?;
+        all(&rows, attempt_from)
+    }
+
+    async fn group_state(&self, group_id: &str) -> Result<Option<String>, MetaError> {
+        self.db
+            .fetch_one(
+                "SELECT dispatcher FROM notification_group_state WHERE group_id = $1",
+                args![group_id],
+            )
+            .await
+            .map_err(backend)?
+            .map(|r| r.text("dispatcher"))
+            .transpose()
+            .map_err(backend)
+    }
+
+    async fn put_group_state(&self, group_id: &str, dispatcher: &str) -> Result<(), MetaError> {
+        self.db
+            .execute(
+                "INSERT INTO notification_group_state (group_id, dispatcher, updated_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (group_id) DO UPDATE SET \
+                 dispatcher = excluded.dispatcher, updated_at = excluded.updated_at",
+                args![group_id, dispatcher, Utc::now()],
+            )
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 }

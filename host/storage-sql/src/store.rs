@@ -556,8 +556,11 @@ impl SqlMetaStore {
              (SELECT alert_rule_id FROM alert_rules WHERE tenant_id = $1)",
             "DELETE FROM alert_rules WHERE tenant_id = $1",
             "DELETE FROM notification_channels WHERE tenant_id = $1",
+            "DELETE FROM notification_group_state WHERE group_id IN \
+             (SELECT group_id FROM notification_groups WHERE tenant_id = $1)",
             "DELETE FROM notification_groups WHERE tenant_id = $1",
             "DELETE FROM silences WHERE tenant_id = $1",
+            "DELETE FROM notification_attempts WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE tenant_id = $1",
         ] {
             tx.execute(stmt, args![tenant_id]).await.map_err(backend)?;

@@ -136,6 +136,28 @@ pub struct RuleStateRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One attempt to deliver a notification through a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub attempt_id: String,
+    pub channel_id: String,
+    pub notification_group_id: String,
+    pub workspace_id: String,
+    pub tenant_id: String,
+    pub group_key: String,
+    pub idempotency_key: String,
+    /// 1-based.
+    pub attempt: i64,
+    /// `delivered`, `permanent`, `transient`, `rate_limited` or `gave_up`.
+    pub outcome: String,
+    pub message: String,
+    /// Alerts the notification carried.
+    pub alerts: i64,
+    /// `firing` or `resolved`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Alert rules and where their notifications go.
 #[async_trait]
 pub trait AlertStore: Send + Sync + 'static {
@@ -235,4 +257,14 @@ pub trait AlertStore: Send + Sync + 'static {
     async fn rule_state(&self, alert_rule_id: &str) -> Result<Option<RuleStateRecord>, MetaError>;
     /// Writes a rule's state (and its `last_evaluated_at`).
     async fn put_rule_state(&self, state: RuleStateRecord) -> Result<(), MetaError>;
+
+    // ---- delivery ------------------------------------------------------------------------
+
+    async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), MetaError>;
+    /// A channel's attempts, newest first.
+    async fn attempts(&self, channel_id: &str, limit: u32)
+    -> Result<Vec<AttemptRecord>, MetaError>;
+    /// A notification group's dispatch state (JSON), if it has one.
+    async fn group_state(&self, group_id: &str) -> Result<Option<String>, MetaError>;
+    async fn put_group_state(&self, group_id: &str, dispatcher: &str) -> Result<(), MetaError>;
 }

@@ -9,8 +9,8 @@ mod meta;
 mod telemetry;
 
 pub use alerting::{
-    AlertRuleRecord, AlertStore, ChannelRecord, ChannelWrite, GroupRecord, GroupWrite, NewSilence,
-    RuleStateRecord, RuleWrite, SilenceRecord,
+    AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, ChannelWrite, GroupRecord,
+    GroupWrite, NewSilence, RuleStateRecord, RuleWrite, SilenceRecord,
 };
 pub use meta::{
     ACTIONS, ApiKeyRecord, ApiKeyStatus, ApiKeyUsage, ConsumedToken, Entity, EntityPatch,

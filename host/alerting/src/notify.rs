@@ -1,0 +1,446 @@
+//! From alert states to notifications: routing to notification groups, Alertmanager-style
+//! grouping and timers (`alert::dispatch`), silences, inhibition and mute windows, then
+//! delivery through each of the group's channels (a channel plugin), at least once, with
+//! retries after `alert::delivery`. Every attempt is recorded; a channel that keeps failing
+//! holds up only its own deliveries.
+//!
+//! A group receives an alert when its matchers all match the alert's labels, or, for a group
+//! without matchers, when the alert's rule is linked to it. Each group's dispatch state is
+//! persisted after it changes, so a restart neither loses a pending notification nor repeats
+//! one early.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alert::delivery::{Attempt, Next, RetryPolicy};
+use alert::dispatch::{Alert, Dispatcher, Notification, Status};
+use alert::spec::GroupSpec;
+use alert::{Labels, RuleState, State};
+use chrono::{DateTime, Utc};
+use plugin_runtime::{Capabilities, SendError};
+use storage::{AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::Plugins;
+
+/// What a channel's sealed config is bound to: its tenant, workspace and id.
+pub fn channel_owner(tenant_id: &str, workspace_id: &str, channel_id: &str) -> String {
+    format!("notification_channel:{tenant_id}:{workspace_id}:{channel_id}")
+}
+
+/// What delivery needs.
+pub struct Notifier {
+    pub alerts: Arc<dyn AlertStore>,
+    pub plugins: Arc<dyn Plugins>,
+    pub capabilities: Arc<dyn Capabilities>,
+    /// Opens channel configs.
+    pub secrets: iam::SecretBox,
+    /// Where people reach the console (links in notifications).
+    pub external_url: String,
+    pub retry: RetryPolicy,
+    /// How often due groups are looked for.
+    pub tick: Duration,
+}
+
+/// A rule's alerts after an evaluation, for the notifier.
+#[derive(Debug, Clone)]
+pub struct RuleAlerts {
+    pub rule: Arc<AlertRuleRecord>,
+    /// Firing alerts, and resolved ones still kept by the state machine.
+    pub alerts: Vec<Alert>,
+}
+
+/// The alerts of a rule's state that notifications carry.
+pub fn alerts_of(state: &RuleState) -> Vec<Alert> {
+    state
+        .instances
+        .iter()
+        .filter_map(|(fp, i)| {
+            let (status, ends) = match (i.state, i.fired_at_ms, i.resolved_at_ms) {
+                (State::Firing, _, _) => (Status::Firing, None),
+                (State::Normal, Some(_), Some(r)) => (Status::Resolved, Some(r)),
+                _ => return None,
+            };
+            Some(Alert {
+                fingerprint: fp.clone(),
+                labels: i.labels.clone(),
+                annotations: i.annotations.clone(),
+                status,
+                starts_at_ms: i.fired_at_ms.unwrap_or(i.since_ms),
+                ends_at_ms: ends,
+                value: i.value,
+            })
+        })
+        .collect()
+}
+
+struct Group {
+    spec: GroupSpec,
+    tenant_id: String,
+    dispatcher: Dispatcher,
+    dirty: bool,
+}
+
+/// The notifier's handle: where evaluations send their alerts.
+#[derive(Clone)]
+pub struct NotifierHandle {
+    tx: mpsc::UnboundedSender<RuleAlerts>,
+}
+
+impl NotifierHandle {
+    pub fn send(&self, alerts: RuleAlerts) {
+        let _ = self.tx.send(alerts);
+    }
+}
+
+impl Notifier {
+    /// Starts the notifier; it ends when `stop` turns true.
+    pub fn spawn(self, stop: watch::Receiver<bool>) -> (NotifierHandle, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(Arc::new(self).run(rx, stop));
+        (NotifierHandle { tx }, task)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<RuleAlerts>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        // Firing alerts per rule, for inhibition: rule id → (tenant, label sets).
+        let mut firing: HashMap<String, (String, Vec<Labels>)> = HashMap::new();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => {
+                        firing.insert(m.rule.alert_rule_id.clone(), (
+                            m.rule.tenant_id.clone(),
+                            m.alerts.iter().filter(|a| a.status == Status::Firing)
+                                .map(|a| a.labels.clone()).collect(),
+                        ));
+                        if let Err(e) = self.route(&mut groups, &m).await {
+                            tracing::error!(rule = %m.rule.alert_rule_id, error = %e,
+                                "alerts could not be routed");
+                        }
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep(self.tick) => {
+                    self.flush(&mut groups, &firing).await;
+                }
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.persist(&mut groups).await;
+    }
+
+    /// Puts a rule's alerts into the dispatchers of the groups that receive them.
+    async fn route(
+        &self,
+        groups: &mut HashMap<String, Group>,
+        m: &RuleAlerts,
+    ) -> Result<(), storage::MetaError> {
+        if m.alerts.is_empty() {
+            return Ok(());
+        }
+        let linked = self.alerts.rule_groups(&m.rule.alert_rule_id).await?;
+        let now = Utc::now().timestamp_millis();
+        for g in self.alerts.groups(&m.rule.tenant_id).await? {
+            let Ok(spec) = crate::group_spec(&g) else {
+                continue;
+            };
+            if !spec.active {
+                continue;
+            }
+            let matchers = spec.matchers();
+            let takes = |a: &Alert| {
+                if matchers.is_empty() {
+                    linked.contains(&g.group_id)
+                } else {
+                    alert::route::all_match(&matchers, &a.labels)
+                }
+            };
+            let chosen: Vec<&Alert> = m.alerts.iter().filter(|a| takes(a)).collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            if !groups.contains_key(&g.group_id) {
+                let dispatcher = self
+                    .alerts
+                    .group_state(&g.group_id)
+                    .await?
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                groups.insert(
+                    g.group_id.clone(),
+                    Group {
+                        spec: spec.clone(),
+                        tenant_id: g.tenant_id.clone(),
+                        dispatcher,
+                        dirty: false,
+                    },
+                );
+            }
+            if let Some(entry) = groups.get_mut(&g.group_id) {
+                entry.spec = spec;
+                let settings = entry.spec.settings();
+                for a in chosen {
+                    entry.dispatcher.insert(&settings, a.clone(), now);
+                }
+                entry.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is due, holding back silenced, inhibited and muted alerts.
+    async fn flush(
+        self: &Arc<Self>,
+        groups: &mut HashMap<String, Group>,
+        firing: &HashMap<String, (String, Vec<Labels>)>,
+    ) {
+        let now = Utc::now().timestamp_millis();
+        let mut silences: HashMap<String, Vec<alert::route::Silence>> = HashMap::new();
+        for (group_id, g) in groups.iter_mut() {
+            if g.dispatcher.next_due_ms().is_none_or(|t| t > now) {
+                continue;
+            }
+            if !silences.contains_key(&g.tenant_id) {
+                let list = self.silences(&g.tenant_id).await;
+                silences.insert(g.tenant_id.clone(), list);
+            }
+            let tenant_silences = silences.get(&g.tenant_id).map_or(&[][..], Vec::as_slice);
+            let inhibitions = g.spec.inhibitions();
+            let tenant_firing: Vec<Labels> = firing
+                .values()
+                .filter(|(t, _)| *t == g.tenant_id)
+                .flat_map(|(_, l)| l.iter().cloned())
+                .collect();
+            let muted_window = g.spec.mute_time_windows.iter().any(|w| w.contains(now));
+            let muted = |a: &Alert| {
+                muted_window
+                    || alert::route::silenced_by(tenant_silences, &a.labels, now).is_some()
+                    || alert::route::inhibited(&inhibitions, &a.labels, &tenant_firing)
+            };
+            let due = g.dispatcher.due(&g.spec.settings(), now, muted);
+            g.dirty = true;
+            if due.is_empty() {
+                continue;
+            }
+            let channels = match self.alerts.channels(&g.tenant_id, Some(group_id)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(group = %group_id, error = %e, "channels could not be read");
+                    continue;
+                }
+            };
+            for n in due {
+                for c in channels.iter().filter(|c| c.is_active) {
+                    let me = Arc::clone(self);
+                    let c = c.clone();
+                    let n = n.clone();
+                    let group_id = group_id.clone();
+                    tokio::spawn(async move { me.deliver(&group_id, &c, &n, now).await });
+                }
+            }
+        }
+        self.persist(groups).await;
+    }
+
+    async fn persist(&self, groups: &mut HashMap<String, Group>) {
+        for (id, g) in groups.iter_mut().filter(|(_, g)| g.dirty) {
+            let Ok(text) = serde_json::to_string(&g.dispatcher) else {
+                continue;
+            };
+            match self.alerts.put_group_state(id, &text).await {
+                Ok(()) => g.dirty = false,
+                Err(e) => tracing::error!(group = %id, error = %e, "dispatch state not saved"),
+            }
+        }
+    }
+
+    async fn silences(&self, tenant_id: &str) -> Vec<alert::route::Silence> {
+        let now = Utc::now();
+        let list = match self.alerts.silences(tenant_id, Some(now)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "silences could not be read");
+                return Vec::new();
+            }
+        };
+        list.into_iter()
+            .map(|s| {
+                let texts: Vec<String> = serde_json::from_str(&s.matchers).unwrap_or_default();
+                alert::route::Silence {
+                    id: s.silence_id,
+                    matchers: texts
+                        .iter()
+                        .filter_map(|m| alert::route::Matcher::parse(m).ok())
+                        .collect(),
+                    starts_at_ms: s.starts_at.timestamp_millis(),
+                    ends_at_ms: s.ends_at.timestamp_millis(),
+                }
+            })
+            .collect()
+    }
+
+    /// Delivers one notification through one channel: attempts until delivered, permanently
+    /// refused, or out of retries; each attempt recorded.
+    async fn deliver(&self, group_id: &str, c: &ChannelRecord, n: &Notification, created: i64) {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.attempt(c, n).await;
+            let now = Utc::now().timestamp_millis();
+            let next = self
+                .retry
+                .next(&n.idempotency_key, attempt, created, now, &outcome);
+            let (label, message) = match &outcome {
+                Attempt::Delivered => ("delivered", String::new()),
+                Attempt::Permanent(m) => ("permanent", m.clone()),
+                Attempt::Transient(m) => ("transient", m.clone()),
+                Attempt::RateLimited { message, .. } => ("rate_limited", message.clone()),
+            };
+            self.record(group_id, c, n, attempt, label, &message).await;
+            match next {
+                Next::Done => {
+                    metrics::counter!("telemetryflow_notifications_delivered_total").increment(1);
+                    return;
+                }
+                Next::GiveUp(why) => {
+                    metrics::counter!("telemetryflow_notifications_failed_total").increment(1);
+                    tracing::warn!(channel = %c.channel_id, reason = %why, "notification not delivered");
+                    self.record(group_id, c, n, attempt, "gave_up", &why).await;
+                    return;
+                }
+                Next::RetryAt(at) => {
+                    let wait = (at - now).max(0).unsigned_abs();
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, c: &ChannelRecord, n: &Notification) -> Attempt {
+        let config = match self.secrets.open(
+            &c.config_encrypted,
+            &channel_owner(&c.tenant_id, &c.workspace_id, &c.channel_id),
+        ) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => {
+                return Attempt::Permanent(
+                    "the channel's config does not open with the server's root key".into(),
+                );
+            }
+        };
+        let plugin = match self.plugins.plugin(&c.workspace_id, &c.plugin_id).await {
+            Ok(p) => p,
+            Err(m) => return Attempt::Permanent(m),
+        };
+        let wire = self.wire(c, n, config);
+        let rt = self.plugins.runtime();
+        let caps = Arc::clone(&self.capabilities);
+        match tokio::task::spawn_blocking(move || rt.send(&plugin, &wire, caps)).await {
+            Ok(Ok(Ok(_))) => Attempt::Delivered,
+            Ok(Ok(Err(SendError::Permanent(m)))) => Attempt::Permanent(m),
+            Ok(Ok(Err(SendError::Transient(m)))) => Attempt::Transient(m),
+            Ok(Ok(Err(SendError::RateLimited(r)))) => Attempt::RateLimited {
+                retry_after_ms: r.retry_after_ms,
+                message: r.message,
+            },
+            // A plugin that traps or overruns may do better next time (a deadline on a slow
+            // receiver); the retry limits bound it.
+            Ok(Err(e)) => Attempt::Transient(e.to_string()),
+            Err(e) => Attempt::Transient(format!("the delivery did not finish: {e}")),
+        }
+    }
+
+    /// The notification as the channel plugin gets it.
+    fn wire(
+        &self,
+        c: &ChannelRecord,
+        n: &Notification,
+        config: String,
+    ) -> plugin_runtime::Notification {
+        let status = |s: Status| match s {
+            Status::Firing => plugin_runtime::AlertStatus::Firing,
+            Status::Resolved => plugin_runtime::AlertStatus::Resolved,
+        };
+        let common = |pick: fn(&Alert) -> &Labels| -> Labels {
+            let mut it = n.alerts.iter();
+            let Some(first) = it.next() else {
+                return Vec::new();
+            };
+            let rest: Vec<&Alert> = it.collect();
+            pick(first)
+                .iter()
+                .filter(|kv| rest.iter().all(|a| pick(a).contains(kv)))
+                .cloned()
+                .collect()
+        };
+        plugin_runtime::Notification {
+            idempotency_key: format!("{}:{}", c.channel_id, n.idempotency_key),
+            group_key: format!("{}:{}", c.notification_group_id, n.group_key),
+            group_labels: n.group_labels.clone(),
+            common_labels: common(|a| &a.labels),
+            common_annotations: common(|a| &a.annotations),
+            status: status(n.status),
+            alerts: n
+                .alerts
+                .iter()
+                .map(|a| plugin_runtime::Alert {
+                    status: status(a.status),
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    value: a.value,
+                    starts_at_ms: a.starts_at_ms,
+                    ends_at_ms: a.ends_at_ms,
+                    generator_url: format!("{}/alerts", self.external_url.trim_end_matches('/')),
+                    fingerprint: a.fingerprint.clone(),
+                })
+                .collect(),
+            external_url: self.external_url.clone(),
+            config,
+        }
+    }
+
+    async fn record(
+        &self,
+        group_id: &str,
+        c: &ChannelRecord,
+        n: &Notification,
+        attempt: u32,
+        outcome: &str,
+        message: &str,
+    ) {
+        let r = AttemptRecord {
+            attempt_id: uuid::Uuid::now_v7().to_string(),
+            channel_id: c.channel_id.clone(),
+            notification_group_id: group_id.to_string(),
+            workspace_id: c.workspace_id.clone(),
+            tenant_id: c.tenant_id.clone(),
+            group_key: n.group_key.clone(),
+            idempotency_key: n.idempotency_key.clone(),
+            attempt: i64::from(attempt),
+            outcome: outcome.to_string(),
+            message: message.chars().take(2000).collect(),
+            alerts: i64::try_from(n.alerts.len()).unwrap_or(i64::MAX),
+            status: match n.status {
+                Status::Firing => "firing",
+                Status::Resolved => "resolved",
+            }
+            .to_string(),
+            created_at: DateTime::<Utc>::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap_or_else(Utc::now),
+        };
+        if let Err(e) = self.alerts.record_attempt(r).await {
+            tracing::error!(channel = %c.channel_id, error = %e, "delivery attempt not recorded");
+        }
+    }
+}

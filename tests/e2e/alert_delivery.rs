@@ -1,0 +1,269 @@
+//! Acceptance in the Alertmanager style: the real server, a metric ingested over OTLP, a rule
+//! on a one-second interval, and fake receivers on loopback that record every request with
+//! its arrival time. Asserted: the first notification waits `group_wait` after the alert
+//! fires, repeats are `repeat_interval` apart, the resolve arrives once the series has gone,
+//! nothing arrives twice, and a channel that fails permanently is recorded and does not hold
+//! up the other.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, now_nanos, post_otlp};
+
+#[derive(Clone, Debug)]
+struct Arrival {
+    at: Instant,
+    idempotency_key: String,
+    body: Value,
+}
+
+type Log = Arc<Mutex<Vec<Arrival>>>;
+
+/// A receiver answering `status` to everything, recording each request.
+async fn receiver(status: u16) -> (u16, Log) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let app = axum::Router::new().fallback(
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let l = l.clone();
+            async move {
+                l.lock().expect("lock").push(Arrival {
+                    at: Instant::now(),
+                    idempotency_key: headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                (
+                    axum::http::StatusCode::from_u16(status).expect("status"),
+                    "{\"ok\":false,\"error\":\"invalid_token\"}",
+                )
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, log)
+}
+
+#[tokio::test]
+async fn notifications_wait_repeat_resolve_and_never_arrive_twice() {
+    let (hook_port, hooks) = receiver(200).await;
+    let (slack_port, slacks) = receiver(403).await;
+    let (srv, api, admin) = TestServer::with_admin_tuned(|c| {
+        c.plugin_http.allow_loopback_for_tests = true;
+        c.plugin_http.allow_plain_http = true;
+    })
+    .await;
+
+    let (status, group) = api
+        .post(
+            "/api/v1/notification-groups",
+            Some(&admin),
+            json!({
+                "name": "oncall", "group_by": ["alertname"],
+                "group_wait": "1s", "group_interval": "1s", "repeat_interval": "4s",
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let gid = group["group_id"].as_str().expect("id").to_string();
+    for (name, kind, config) in [
+        (
+            "hook",
+            "webhook",
+            json!({"url": format!("http://127.0.0.1:{hook_port}/alerts")}),
+        ),
+        (
+            "slack",
+            "slack",
+            json!({"webhook_url": format!("http://127.0.0.1:{slack_port}/services/T/B/x")}),
+        ),
+    ] {
+        let (status, ch) = api
+            .post(
+                "/api/v1/channels",
+                Some(&admin),
+                json!({"name": name, "type": kind, "notification_group_id": gid, "config": config}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ch}");
+    }
+    let (_, chans) = api
+        .get(&format!("/api/v1/channels?group_id={gid}"), &admin)
+        .await;
+    let slack_id = chans["channels"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == json!("slack")))
+        .and_then(|c| c["channel_id"].as_str())
+        .expect("slack channel")
+        .to_string();
+
+    // One data point, in range for 7 s: the alert fires, then its series vanishes.
+    let (key, _) = api.key(&admin, &["metrics:write"], None).await;
+    let body = json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+        "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
+            "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": 12.0}]}}]}],
+    }]});
+    let resp = post_otlp(
+        &srv.client,
+        &format!("{}/v1/metrics", srv.otlp_http),
+        Some(&key),
+        "application/json",
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, rule) = api
+        .post("/api/v1/alert-rules", Some(&admin), json!({
+            "name": "QueueDeep",
+            "queries": [{"name": "A", "range": "7s", "sql":
+                "SELECT service_name, max(value) AS depth FROM metrics_v3 \
+                 WHERE metric_name = 'queue_depth' AND timestamp >= $__from AND timestamp < $__to \
+                 GROUP BY service_name"}],
+            "condition": {"plugin": "builtin-threshold",
+                          "config": {"thresholds": [{"op": "above", "value": 5}]}},
+            "interval": "1s", "no_data": "ok",
+            "notification_groups": [gid],
+        }))
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let rid = rule["alert_rule_id"].as_str().expect("id").to_string();
+
+    // Wait for the resolve.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let resolved = hooks
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|a| a.body["status"] == json!("resolved"));
+        if resolved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no resolve arrived: {:?}",
+            hooks.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = hooks.lock().expect("lock").clone();
+
+    // What arrived: firing (maybe repeated), then one resolve, each exactly once.
+    let statuses: Vec<&str> = got
+        .iter()
+        .filter_map(|a| a.body["status"].as_str())
+        .collect();
+    assert!(statuses.len() >= 2, "{statuses:?}");
+    assert_eq!(statuses[0], "firing");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "resolved").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&"resolved"), "{statuses:?}");
+    let mut keys: Vec<&str> = got.iter().map(|a| a.idempotency_key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), got.len(), "nothing arrived twice: {got:?}");
+    let first = &got[0].body;
+    assert_eq!(
+        first["alerts"][0]["labels"]["service_name"],
+        json!("checkout"),
+        "{first}"
+    );
+    assert_eq!(
+        first["alerts"][0]["labels"]["alertname"],
+        json!("QueueDeep")
+    );
+    assert_eq!(
+        first["groupLabels"]["alertname"],
+        json!("QueueDeep"),
+        "{first}"
+    );
+    let resolve = &got[got.len() - 1].body;
+    assert_eq!(
+        resolve["alerts"][0]["status"],
+        json!("resolved"),
+        "{resolve}"
+    );
+    assert_eq!(
+        resolve["groupKey"], first["groupKey"],
+        "one group from trigger to resolve"
+    );
+    // Firing repeats are at least repeat_interval apart.
+    let firing: Vec<Instant> = got
+        .iter()
+        .filter(|a| a.body["status"] == json!("firing"))
+        .map(|a| a.at)
+        .collect();
+    for w in firing.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(3_800),
+            "repeat too soon: {:?}",
+            w[1] - w[0]
+        );
+    }
+
+    // group_wait: the first notification came at least 1 s after the alert fired.
+    let (_, history) = api
+        .get(&format!("/api/v1/alert-rules/{rid}/history"), &admin)
+        .await;
+    let entries = history["history"].as_array().expect("history");
+    let fired = entries
+        .iter()
+        .find(|e| e["status"] == json!("firing"))
+        .expect("fired");
+    let resolved = entries
+        .iter()
+        .find(|e| e["status"] == json!("normal"))
+        .expect("resolved");
+    assert_eq!(resolved["metadata"]["from"], json!("firing"), "{history}");
+    let fired_at =
+        chrono::DateTime::parse_from_rfc3339(fired["timestamp"].as_str().expect("timestamp"))
+            .expect("time");
+    let first_at_wall =
+        chrono::Utc::now() - chrono::Duration::from_std(got[0].at.elapsed()).expect("duration");
+    assert!(
+        first_at_wall.signed_duration_since(fired_at) >= chrono::Duration::milliseconds(950),
+        "the first notification did not wait group_wait: fired {fired_at}, sent {first_at_wall}"
+    );
+
+    // The Slack receiver refused (403): tried once, recorded as permanent, never retried; the
+    // webhook was not held up by it.
+    let (_, attempts) = api
+        .get(&format!("/api/v1/channels/{slack_id}/attempts"), &admin)
+        .await;
+    let outcomes: Vec<&str> = attempts["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter_map(|a| a["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"permanent") && outcomes.contains(&"gave_up"),
+        "{attempts}"
+    );
+    assert!(!outcomes.contains(&"transient"), "{attempts}");
+    assert_eq!(
+        slacks.lock().expect("lock").len(),
+        outcomes.iter().filter(|o| **o == "permanent").count(),
+        "one request per permanent failure, no retries"
+    );
+    assert!(
+        !attempts.to_string().contains("/services/T/B/x"),
+        "no secret in attempts: {attempts}"
+    );
+    srv.shutdown().await;
+}
