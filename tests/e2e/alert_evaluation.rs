@@ -189,6 +189,80 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
             "{firing}"
         );
 
+        // A backtest from the first evaluation to now replays exactly what the live
+        // evaluations did.
+        let first = entries.last().expect("first entry")["timestamp"].clone();
+        let (status, bt) = api
+            .post(
+                &format!("/api/v1/alert-rules/{rid}/backtest"),
+                Some(&admin),
+                json!({"from": first}),
+            )
+            .await;
+        assert_eq!(status, 200, "{stack}: {bt}");
+        let replayed: Vec<(String, String)> = bt["transitions"]
+            .as_array()
+            .expect("transitions")
+            .iter()
+            .map(|t| {
+                (
+                    t["to"].as_str().unwrap_or_default().to_string(),
+                    t["fingerprint"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let (_, history) = api
+            .get(&format!("/api/v1/alert-rules/{rid}/history"), &admin)
+            .await;
+        let live: Vec<(String, String)> = history["history"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .rev()
+            .map(|e| {
+                (
+                    e["status"].as_str().unwrap_or_default().to_string(),
+                    e["metadata"]["fingerprint"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            replayed, live,
+            "{stack}: backtest {bt} vs history {history}"
+        );
+        let live_times: Vec<&Value> = history["history"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .rev()
+            .map(|e| &e["timestamp"])
+            .collect();
+        let replay_times: Vec<&Value> = bt["transitions"]
+            .as_array()
+            .expect("transitions")
+            .iter()
+            .map(|t| &t["at"])
+            .collect();
+        assert_eq!(replay_times.len(), live_times.len());
+        // An unsaved variant: a higher line never fires.
+        let (status, bt) = api
+            .post("/api/v1/alert-rules/backtest", Some(&admin), json!({"from": first, "rule": {
+                "name": "Deeper",
+                "queries": [{"name": "A", "range": "10m", "sql":
+                    "SELECT service_name, max(value) AS depth FROM metrics_v3 \
+                     WHERE metric_name = 'queue_depth' AND timestamp >= $__from AND timestamp < $__to \
+                     GROUP BY service_name"}],
+                "condition": {"plugin": "builtin-threshold",
+                              "config": {"thresholds": [{"op": "above", "value": 50}]}},
+                "interval": "1s",
+            }}))
+            .await;
+        assert_eq!(status, 200, "{bt}");
+        assert_eq!(bt["transitions"], json!([]), "{bt}");
+
         // The panicking rule is in Error with the panic's message; the good one is unaffected.
         let got = poll(
             &api,
@@ -246,4 +320,64 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
         );
         srv.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn alert_state_survives_a_restart() {
+    let (mut srv, api, admin) = TestServer::with_admin().await;
+    let (key, _) = api.key(&admin, &["metrics:write"], None).await;
+    let resp = post_otlp(
+        &srv.client,
+        &format!("{}/v1/metrics", srv.otlp_http),
+        Some(&key),
+        "application/json",
+        None,
+        gauge("checkout", 12.0).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, rule) = api
+        .post("/api/v1/alert-rules", Some(&admin), json!({
+            "name": "Queue too deep",
+            "queries": [{"name": "A", "range": "1h", "sql":
+                "SELECT service_name, max(value) AS depth FROM metrics_v3 \
+                 WHERE metric_name = 'queue_depth' AND timestamp >= $__from GROUP BY service_name"}],
+            "condition": {"plugin": "builtin-threshold",
+                          "config": {"thresholds": [{"op": "above", "value": 5}]}},
+            "interval": "1s",
+        }))
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let rid = rule["alert_rule_id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/alert-rules/{rid}/instances");
+    let before = poll(&api, &admin, &path, |b| {
+        instance(b, "checkout").is_some_and(|i| i["state"] == json!("firing"))
+    })
+    .await;
+    let fired_at = instance(&before, "checkout").expect("checkout")["fired_at"].clone();
+    let evaluations = before["evaluation"]["evaluations"].as_i64().expect("count");
+
+    let api = srv.restart(|_| {}).await;
+    let admin = api.admin().await;
+    let after = poll(&api, &admin, &path, |b| {
+        b["evaluation"]["evaluations"].as_i64().unwrap_or(0) > evaluations + 2
+    })
+    .await;
+    let checkout = instance(&after, "checkout").expect("checkout");
+    assert_eq!(checkout["state"], json!("firing"), "{after}");
+    assert_eq!(
+        checkout["fired_at"], fired_at,
+        "still the same firing: {after}"
+    );
+    let (_, history) = api
+        .get(&format!("/api/v1/alert-rules/{rid}/history"), &admin)
+        .await;
+    let firings = history["history"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["status"] == json!("firing"))
+        .count();
+    assert_eq!(firings, 1, "no second firing after the restart: {history}");
+    srv.shutdown().await;
 }

@@ -64,6 +64,23 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and starts it again on the same data directory (new ports); returns
+    /// an API client for the new one.
+    pub async fn restart(&mut self, tune: impl FnOnce(&mut Config)) -> Api {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+        let mut config = test_config(self.dir.path());
+        config.admin_password = None;
+        tune(&mut config);
+        let server = Server::start(config).await.expect("server restarts");
+        self.api = format!("http://{}", server.http_addr);
+        self.otlp_http = format!("http://{}", server.otlp_http_addr);
+        self.otlp_grpc = format!("http://{}", server.otlp_grpc_addr);
+        self.server = Some(server);
+        Api::new(&self.api)
+    }
+
     /// A default server, an API client for it and the admin's access token.
     pub async fn with_admin() -> (TestServer, Api, String) {
         TestServer::with_admin_tuned(|_| {}).await

@@ -18,6 +18,9 @@ use storage::{AlertRuleRecord, AlertStore, MetaError, RuleStateRecord, Telemetry
 
 use crate::Plugins;
 
+/// Most evaluations one backtest runs.
+pub const MAX_BACKTEST_EVALUATIONS: usize = 10_000;
+
 /// What evaluations need.
 pub struct Evaluator {
     pub alerts: Arc<dyn AlertStore>,
@@ -161,6 +164,45 @@ impl Evaluator {
             error,
             state,
         })
+    }
+
+    /// Replays a rule over `[from_ms, to_ms]`: each tick of its schedule in that range runs its
+    /// queries and condition as a live evaluation at that tick would, through a fresh state
+    /// machine; nothing is written. The transitions it would have produced, in order.
+    ///
+    /// # Errors
+    /// A composite rule, or more than [`MAX_BACKTEST_EVALUATIONS`] ticks in the range.
+    pub async fn backtest(
+        &self,
+        rule: &AlertRuleRecord,
+        spec: &RuleSpec,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Transition>, String> {
+        if spec.composite.is_some() {
+            return Err("a composite rule follows other rules' live states; backtest those".into());
+        }
+        let schedule = spec.schedule(&rule.alert_rule_id);
+        let mut ticks = Vec::new();
+        let mut t = schedule.next_after(from_ms - 1);
+        while let Some(at) = t.filter(|at| *at <= to_ms) {
+            if ticks.len() == MAX_BACKTEST_EVALUATIONS {
+                return Err(format!(
+                    "the range holds more than {MAX_BACKTEST_EVALUATIONS} evaluations of this rule; shorten it"
+                ));
+            }
+            ticks.push(at);
+            t = schedule.next_after(at);
+        }
+        let lifecycle = spec.lifecycle();
+        let mut state = RuleState::default();
+        let mut plugin_state = None;
+        let mut out = Vec::new();
+        for at in ticks {
+            let outcome = self.condition(rule, spec, at, &mut plugin_state).await;
+            out.extend(state.apply(&lifecycle, &outcome, at));
+        }
+        Ok(out)
     }
 
     /// Runs the queries and the condition plugin; the series it saw, or why not.

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use plugin_runtime::{CompiledPlugin, PluginRuntime};
 
-pub use evaluate::{Evaluated, Evaluator, last_run_ms, render_annotation};
+pub use evaluate::{
+    Evaluated, Evaluator, MAX_BACKTEST_EVALUATIONS, last_run_ms, render_annotation,
+};
 pub use notify::{Notifier, NotifierHandle, RuleAlerts, alerts_of, channel_owner};
 pub use records::{group_spec, group_write, rule_spec, rule_write};
 pub use scheduler::{OnEvaluated, Scheduler, SchedulerConfig};

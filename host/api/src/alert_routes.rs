@@ -56,6 +56,8 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_rules, create_rule))
         .routes(routes!(get_rule, replace_rule, patch_rule, delete_rule))
         .routes(routes!(rule_instances))
+        .routes(routes!(backtest_rule))
+        .routes(routes!(backtest_unsaved))
         .routes(routes!(rule_history))
         .routes(routes!(list_alerts))
         .routes(routes!(list_groups, create_group))
@@ -926,4 +928,132 @@ async fn list_alerts(
         page.after = rules.last().map(|r| r.alert_rule_id.clone());
     }
     Ok(Json(json!({"alerts": out})))
+}
+
+// ---- backtest ------------------------------------------------------------------------------
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BacktestBody {
+    /// RFC 3339.
+    from: DateTime<Utc>,
+    /// RFC 3339; default now.
+    to: Option<DateTime<Utc>>,
+    /// An unsaved rule to replay (only on `/api/v1/alert-rules/backtest`).
+    rule: Option<Value>,
+}
+
+fn evaluator(state: &AppState) -> alerting::Evaluator {
+    alerting::Evaluator {
+        alerts: Arc::clone(&state.alerts),
+        telemetry: Arc::clone(&state.telemetry),
+        plugins: Arc::new(crate::plugins::AlertPlugins {
+            service: Arc::clone(&state.plugins),
+            meta: Arc::clone(&state.meta),
+        }),
+        limits: state.query_limits,
+    }
+}
+
+async fn backtest(
+    state: &AppState,
+    rule: &AlertRuleRecord,
+    spec: &RuleSpec,
+    body: &BacktestBody,
+) -> Result<Json<Value>, ApiError> {
+    let to = body.to.unwrap_or_else(Utc::now);
+    if to <= body.from {
+        return Err(ApiError::fields(
+            "backtest",
+            vec![("/to".into(), "must be after from".into())],
+        ));
+    }
+    let transitions = evaluator(state)
+        .backtest(
+            rule,
+            spec,
+            body.from.timestamp_millis(),
+            to.timestamp_millis(),
+        )
+        .await
+        .map_err(ApiError::invalid)?;
+    Ok(Json(json!({
+        "from": body.from, "to": to,
+        "transitions": transitions.iter().map(|t| json!({
+            "at": time_of(Some(t.at_ms)), "fingerprint": t.fingerprint, "labels": pairs(&t.labels),
+            "from": t.from.as_str(), "to": t.to.as_str(), "value": t.value, "reason": t.reason,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// Replays a saved rule and its condition plugin over stored data: the transitions it would
+/// have produced between `from` and `to`, evaluated at its own schedule's ticks. Nothing is
+/// written or sent.
+#[utoipa::path(post, path = "/api/v1/alert-rules/{id}/backtest", tag = "alerting", params(("id" = String, Path, description = "the rule")),
+    request_body = BacktestBody, security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
+async fn backtest_rule(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path(id): Path<String>,
+    Body(body): Body<BacktestBody>,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    if !p.may_read_telemetry() {
+        return Err(ApiError::forbidden("this role cannot read telemetry"));
+    }
+    if body.rule.is_some() {
+        return Err(ApiError::invalid(
+            "a saved rule is replayed as saved; send an unsaved rule to /api/v1/alert-rules/backtest",
+        ));
+    }
+    let r = visible_rule(&state, &p, &id).await?;
+    let spec = rule_spec(&r, Vec::new())?;
+    backtest(&state, &r, &spec, &body).await
+}
+
+/// Replays a rule that is not saved (`rule`, checked like a new rule) over stored data.
+#[utoipa::path(post, path = "/api/v1/alert-rules/backtest", tag = "alerting",
+    request_body = BacktestBody, security(("bearer" = [])),
+    responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason; a 400 lists the bad fields")))]
+async fn backtest_unsaved(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Body(body): Body<BacktestBody>,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    if !p.may_read_telemetry() {
+        return Err(ApiError::forbidden("this role cannot read telemetry"));
+    }
+    let Some(raw) = body.rule.clone() else {
+        return Err(ApiError::fields(
+            "backtest",
+            vec![("/rule".into(), "the rule to replay".into())],
+        ));
+    };
+    let spec: RuleSpec = parse("alert rule", raw)?;
+    check_rule(&state, &p, &spec, None).await?;
+    let now = Utc::now();
+    let scope = p.scope();
+    let r = AlertRuleRecord {
+        alert_rule_id: "backtest".into(),
+        organization_id: scope.organization_id.clone(),
+        workspace_id: scope.workspace_id.clone(),
+        tenant_id: scope.tenant_id.clone(),
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        query_type: spec.query_type.clone(),
+        query_config: String::new(),
+        condition_config: String::new(),
+        settings: String::new(),
+        severity: spec.severity.clone(),
+        cooldown_minutes: i64::from(spec.cooldown_minutes),
+        is_enabled: false,
+        last_evaluated_at: None,
+        created_by: Some(p.actor().to_string()),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    backtest(&state, &r, &spec, &body).await
 }
