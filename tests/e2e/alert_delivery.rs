@@ -57,9 +57,11 @@ async fn receiver(status: u16) -> (u16, Log) {
 async fn notifications_wait_repeat_resolve_and_never_arrive_twice() {
     let (hook_port, hooks) = receiver(200).await;
     let (slack_port, slacks) = receiver(403).await;
+    let (am_port, forwarded) = receiver(200).await;
     let (srv, api, admin) = TestServer::with_admin_tuned(|c| {
         c.plugin_http.allow_loopback_for_tests = true;
         c.plugin_http.allow_plain_http = true;
+        c.alertmanager_url = Some(format!("http://127.0.0.1:{am_port}"));
     })
     .await;
 
@@ -264,6 +266,30 @@ async fn notifications_wait_repeat_resolve_and_never_arrive_twice() {
     assert!(
         !attempts.to_string().contains("/services/T/B/x"),
         "no secret in attempts: {attempts}"
+    );
+
+    // The same alerts went to the external Alertmanager (API v2): firing ones expiring ahead,
+    // then the resolved one ending in the past.
+    let sent = forwarded.lock().expect("lock").clone();
+    let all: Vec<&Value> = sent
+        .iter()
+        .filter_map(|a| a.body.as_array())
+        .flatten()
+        .collect();
+    assert!(!all.is_empty(), "nothing forwarded");
+    let now = chrono::Utc::now();
+    let ends = |a: &Value| {
+        chrono::DateTime::parse_from_rfc3339(a["endsAt"].as_str().expect("endsAt")).expect("time")
+    };
+    assert!(
+        all.iter()
+            .all(|a| a["labels"]["alertname"] == json!("QueueDeep")),
+        "{all:?}"
+    );
+    assert!(all.iter().any(|a| ends(a) > now), "a firing alert: {all:?}");
+    assert!(
+        all.iter().any(|a| ends(a) <= now),
+        "a resolved alert: {all:?}"
     );
     srv.shutdown().await;
 }

@@ -7,6 +7,7 @@
 //! It sees storage through its ports and plugins through [`Plugins`]; no HTTP.
 
 mod evaluate;
+mod forward;
 mod notify;
 mod records;
 mod scheduler;
@@ -19,6 +20,7 @@ use plugin_runtime::{CompiledPlugin, PluginRuntime};
 pub use evaluate::{
     Evaluated, Evaluator, MAX_BACKTEST_EVALUATIONS, last_run_ms, render_annotation,
 };
+pub use forward::Forwarder;
 pub use notify::{Notifier, NotifierHandle, RuleAlerts, alerts_of, channel_owner};
 pub use records::{group_spec, group_write, rule_spec, rule_write};
 pub use scheduler::{OnEvaluated, Scheduler, SchedulerConfig};

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// The console's URL, for links in emails. Default: http://<http-addr>
     #[arg(long, env = "TELEMETRYFLOW_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// An Alertmanager to forward firing and resolved alerts to (its base URL, e.g.
+    /// http://alertmanager:9093), besides our own notifications.
+    #[arg(long, env = "TELEMETRYFLOW_ALERTMANAGER_URL")]
+    pub alertmanager_url: Option<String>,
 }
 
 /// Registration modes.
@@ -162,6 +166,8 @@ pub struct FileConfig {
     /// TEST ONLY: let notification channels reach loopback addresses, for fake services in
     /// tests. Logs a warning at start and on every such request. Default: false
     pub plugin_http_allow_loopback_for_tests: Option<bool>,
+    /// An Alertmanager to forward alerts to. Default: none
+    pub alertmanager_url: Option<String>,
 }
 
 /// The resolved configuration.
@@ -192,6 +198,8 @@ pub struct Config {
     pub purge_after_days: u32,
     /// Outgoing HTTP of notification channels.
     pub plugin_http: egress::Policy,
+    /// An Alertmanager alerts are forwarded to.
+    pub alertmanager_url: Option<String>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -225,6 +233,7 @@ impl Default for Config {
             lockout_duration: Duration::from_secs(900),
             purge_after_days: 90,
             plugin_http: egress::Policy::default(),
+            alertmanager_url: None,
         }
     }
 }
@@ -322,6 +331,10 @@ impl Config {
                 .or(file.smtp_from.clone())
                 .unwrap_or(d.smtp_from),
             public_url: args.public_url.clone().or(file.public_url.clone()),
+            alertmanager_url: args
+                .alertmanager_url
+                .clone()
+                .or(file.alertmanager_url.clone()),
             lockout_threshold,
             lockout_duration: file.lockout_duration_secs.map_or(d.lockout_duration, |s| {
                 Duration::from_secs(s.max(1).unsigned_abs())

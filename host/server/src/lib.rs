@@ -407,11 +407,22 @@ impl Server {
             plugins: alert_plugins,
             limits: state.query_limits,
         });
+        let forwarder = match &config.alertmanager_url {
+            Some(url) => Some(
+                alerting::Forwarder::new(url, &state.auth.public_url)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .context("cannot set up forwarding to Alertmanager")?,
+            ),
+            None => None,
+        };
         let on_evaluated: alerting::OnEvaluated = Arc::new(move |rule, done| {
-            notifier.send(alerting::RuleAlerts {
-                rule: Arc::new(rule.clone()),
-                alerts: alerting::alerts_of(&done.state),
-            });
+            let rule = Arc::new(rule.clone());
+            let alerts = alerting::alerts_of(&done.state);
+            if let Some(f) = forwarder.clone() {
+                let (rule, alerts) = (Arc::clone(&rule), alerts.clone());
+                tokio::spawn(async move { f.forward(&rule, &alerts).await });
+            }
+            notifier.send(alerting::RuleAlerts { rule, alerts });
         });
         tasks.push(
             alerting::Scheduler::new(
