@@ -55,6 +55,18 @@ async fn receiver(status: u16) -> (u16, Log) {
 
 #[tokio::test]
 async fn notifications_wait_repeat_resolve_and_never_arrive_twice() {
+    scenario(None).await;
+    match (
+        crate::postgres_env::fresh_postgres().await,
+        crate::clickhouse_env::clickhouse_url(),
+    ) {
+        (Some(pg), Some(ch)) => scenario(Some((pg, ch))).await,
+        _ => eprintln!("SKIPPED: the PostgreSQL + ClickHouse run of the delivery scenario"),
+    }
+}
+
+/// The scenario on SQLite + embedded (`None`) or PostgreSQL + ClickHouse.
+async fn scenario(pg_ch: Option<(String, String)>) {
     let (hook_port, hooks) = receiver(200).await;
     let (slack_port, slacks) = receiver(403).await;
     let (am_port, forwarded) = receiver(200).await;
@@ -62,6 +74,10 @@ async fn notifications_wait_repeat_resolve_and_never_arrive_twice() {
         c.plugin_http.allow_loopback_for_tests = true;
         c.plugin_http.allow_plain_http = true;
         c.alertmanager_url = Some(format!("http://127.0.0.1:{am_port}"));
+        if let Some((pg, ch)) = &pg_ch {
+            c.postgres_url = Some(pg.clone());
+            c.clickhouse = Some(crate::support::clickhouse_settings(ch));
+        }
     })
     .await;
 

@@ -283,6 +283,19 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
                 .is_some_and(|a| a.iter().any(|i| i["state"] == json!("error"))),
             "{got}"
         );
+        // The uploaded plugin that keeps failing is disabled by the circuit breaker, visibly;
+        // its rule stays in Error with the reason.
+        let pid = plugin["plugin_id"].as_str().expect("plugin id").to_string();
+        let off = poll(&api, &admin, &format!("/api/v1/plugins/{pid}"), |b| {
+            b["enabled"] == json!(false)
+        })
+        .await;
+        assert!(
+            off["disabled_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("5 failed calls")),
+            "{off}"
+        );
         let (_, alerts) = api.get("/api/v1/alerts", &admin).await;
         let list = alerts["alerts"].as_array().expect("alerts");
         assert!(

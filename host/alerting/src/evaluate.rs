@@ -263,6 +263,15 @@ impl Evaluator {
         };
         let rt = self.plugins.runtime();
         let result = tokio::task::spawn_blocking(move || rt.evaluate(&plugin, &ctx, &inputs)).await;
+        if let Ok(r) = &result {
+            self.plugins
+                .report(
+                    &rule.workspace_id,
+                    &condition.plugin,
+                    r.as_ref().map(|_| ()),
+                )
+                .await;
+        }
         let evaluation = match result {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => return Outcome::Failed(e.to_string()),

@@ -37,4 +37,13 @@ pub trait Plugins: Send + Sync + 'static {
     ) -> Result<Arc<CompiledPlugin>, String>;
 
     fn runtime(&self) -> Arc<PluginRuntime>;
+
+    /// How a call of `plugin_id` went (`Err`: it trapped, overran or returned bad output), so
+    /// an uploaded plugin that keeps failing is disabled, as on the API.
+    async fn report(
+        &self,
+        workspace_id: &str,
+        plugin_id: &str,
+        result: Result<(), &plugin_runtime::PluginError>,
+    );
 }

@@ -76,6 +76,43 @@ pub fn alerts_of(state: &RuleState) -> Vec<Alert> {
         .collect()
 }
 
+/// Rules' cooldowns: after a notification about an alert went out, no other notification
+/// about it is sent for the rule's `cooldown_minutes` (its resolve always goes out, so
+/// receivers can close what they opened).
+#[derive(Default)]
+struct Cooldown {
+    /// Fingerprint → the cooldown of its rule.
+    of: HashMap<String, i64>,
+    /// Fingerprint → when a notification about it last went out.
+    sent: HashMap<String, i64>,
+}
+
+impl Cooldown {
+    /// Drops the firing alerts still cooling down; false when nothing is left to send.
+    fn admit(&mut self, n: &mut Notification, now_ms: i64) -> bool {
+        n.alerts.retain(|a| {
+            let cd = self.of.get(&a.fingerprint).copied().unwrap_or(0);
+            a.status == Status::Resolved
+                || cd <= 0
+                || self
+                    .sent
+                    .get(&a.fingerprint)
+                    .is_none_or(|t| now_ms - t >= cd)
+        });
+        if n.alerts.is_empty() {
+            return false;
+        }
+        for a in n.alerts.iter().filter(|a| a.status == Status::Firing) {
+            self.sent.insert(a.fingerprint.clone(), now_ms);
+        }
+        // Forget alerts that have not been seen for a day.
+        if self.sent.len() > 100_000 {
+            self.sent.retain(|_, t| now_ms - *t < 86_400_000);
+        }
+        true
+    }
+}
+
 struct Group {
     spec: GroupSpec,
     tenant_id: String,
@@ -111,6 +148,7 @@ impl Notifier {
         let mut groups: HashMap<String, Group> = HashMap::new();
         // Firing alerts per rule, for inhibition: rule id → (tenant, label sets).
         let mut firing: HashMap<String, (String, Vec<Labels>)> = HashMap::new();
+        let mut cooldown = Cooldown::default();
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -120,6 +158,10 @@ impl Notifier {
                             m.alerts.iter().filter(|a| a.status == Status::Firing)
                                 .map(|a| a.labels.clone()).collect(),
                         ));
+                        let ms = m.rule.cooldown_minutes.saturating_mul(60_000);
+                        for a in &m.alerts {
+                            cooldown.of.insert(a.fingerprint.clone(), ms);
+                        }
                         if let Err(e) = self.route(&mut groups, &m).await {
                             tracing::error!(rule = %m.rule.alert_rule_id, error = %e,
                                 "alerts could not be routed");
@@ -128,7 +170,7 @@ impl Notifier {
                     None => break,
                 },
                 () = tokio::time::sleep(self.tick) => {
-                    self.flush(&mut groups, &firing).await;
+                    self.flush(&mut groups, &firing, &mut cooldown).await;
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() {
@@ -204,6 +246,7 @@ impl Notifier {
         self: &Arc<Self>,
         groups: &mut HashMap<String, Group>,
         firing: &HashMap<String, (String, Vec<Labels>)>,
+        cooldown: &mut Cooldown,
     ) {
         let now = Utc::now().timestamp_millis();
         let mut silences: HashMap<String, Vec<alert::route::Silence>> = HashMap::new();
@@ -240,7 +283,10 @@ impl Notifier {
                     continue;
                 }
             };
-            for n in due {
+            for mut n in due {
+                if !cooldown.admit(&mut n, now) {
+                    continue;
+                }
                 for c in channels.iter().filter(|c| c.is_active) {
                     let me = Arc::clone(self);
                     let c = c.clone();
@@ -442,5 +488,53 @@ impl Notifier {
         if let Err(e) = self.alerts.record_attempt(r).await {
             tracing::error!(channel = %c.channel_id, error = %e, "delivery attempt not recorded");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(alerts: &[(&str, Status)]) -> Notification {
+        Notification {
+            group_key: "g".into(),
+            group_labels: Vec::new(),
+            status: Status::Firing,
+            alerts: alerts
+                .iter()
+                .map(|(fp, status)| Alert {
+                    fingerprint: (*fp).to_string(),
+                    labels: Vec::new(),
+                    annotations: Vec::new(),
+                    status: *status,
+                    starts_at_ms: 0,
+                    ends_at_ms: None,
+                    value: None,
+                })
+                .collect(),
+            idempotency_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn a_cooldown_holds_back_repeats_and_flaps_but_never_a_resolve() {
+        let mut c = Cooldown::default();
+        c.of.insert("a".into(), 600_000);
+        c.of.insert("b".into(), 0);
+        let mut first = n(&[("a", Status::Firing), ("b", Status::Firing)]);
+        assert!(c.admit(&mut first, 0));
+        assert_eq!(first.alerts.len(), 2);
+        let mut again = n(&[("a", Status::Firing), ("b", Status::Firing)]);
+        assert!(c.admit(&mut again, 60_000));
+        assert_eq!(again.alerts.len(), 1, "a cools down, b has no cooldown");
+        let mut resolved = n(&[("a", Status::Resolved)]);
+        assert!(c.admit(&mut resolved, 120_000), "a resolve always goes out");
+        let mut flap = n(&[("a", Status::Firing)]);
+        assert!(
+            !c.admit(&mut flap, 180_000),
+            "firing again within the cooldown"
+        );
+        let mut later = n(&[("a", Status::Firing)]);
+        assert!(c.admit(&mut later, 600_000), "after the cooldown");
     }
 }

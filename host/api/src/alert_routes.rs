@@ -84,17 +84,17 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T, ApiE
 
 // ---- plugin configs ------------------------------------------------------------------------
 
-/// What is wrong with `config` for plugin `plugin_id` of kind `kind`, as (path, problem) under
-/// `prefix` (`/condition`, `/config`…): an unknown, disabled or wrong-kind plugin; then the
-/// plugin's JSON Schema; then the plugin's own validation.
+/// What is wrong with `config` for plugin `plugin_id` of kind `kind`, as (path, problem): an
+/// unknown, wrong-kind or (unless `disabled_ok`) disabled plugin at the plugin path; then the
+/// plugin's JSON Schema and its own validation under the config path (`/condition/config`…).
 pub(crate) async fn plugin_config_errors(
     state: &AppState,
     p: &Principal,
     plugin_id: &str,
     kind: PluginKind,
     config: &Value,
-    plugin_path: &str,
-    config_path: &str,
+    (plugin_path, config_path): (&str, &str),
+    disabled_ok: bool,
 ) -> Result<Vec<(String, String)>, ApiError> {
     let found = match find(state, p, plugin_id).await {
         Ok(f) => f,
@@ -116,7 +116,7 @@ pub(crate) async fn plugin_config_errors(
             ),
         )]);
     }
-    if let Some(reason) = found.disabled() {
+    if let Some(reason) = found.disabled().filter(|_| !disabled_ok) {
         return Ok(vec![(
             plugin_path.to_string(),
             format!("{plugin_id} is disabled: {reason}"),
@@ -238,8 +238,9 @@ async fn check_rule(
                 &c.plugin,
                 PluginKind::AlertCondition,
                 &c.config,
-                "/condition/plugin",
-                "/condition/config",
+                ("/condition/plugin", "/condition/config"),
+                // A rule being switched off may name a plugin the breaker disabled.
+                !spec.enabled,
             )
             .await?,
         );

@@ -133,12 +133,15 @@ async fn channel_write(
                 &plugin_id,
                 PluginKind::NotificationChannel,
                 config,
-                if body.plugin_id.is_some() {
-                    "/plugin_id"
-                } else {
-                    "/type"
-                },
-                "/config",
+                (
+                    if body.plugin_id.is_some() {
+                        "/plugin_id"
+                    } else {
+                        "/type"
+                    },
+                    "/config",
+                ),
+                !body.active,
             )
             .await?;
             if !errors.is_empty() {

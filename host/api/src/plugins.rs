@@ -1087,4 +1087,23 @@ impl alerting::Plugins for AlertPlugins {
     fn runtime(&self) -> Arc<PluginRuntime> {
         Arc::clone(&self.service.runtime)
     }
+
+    async fn report(&self, workspace_id: &str, plugin_id: &str, result: Result<(), &PluginError>) {
+        if plugin_id.starts_with(BUILTIN_PREFIX) {
+            // Built-ins are ours: a failing call is reported, never disables them for everyone.
+            return;
+        }
+        let Some(reason) = self.service.outcome(plugin_id, &result) else {
+            return;
+        };
+        tracing::error!(plugin = %plugin_id, workspace = %workspace_id, %reason,
+            "circuit breaker: plugin disabled by alert evaluations");
+        if let Err(e) = self
+            .meta
+            .set_plugin_enabled(plugin_id, false, Some(&reason))
+            .await
+        {
+            tracing::error!(plugin = %plugin_id, error = %e, "the plugin could not be disabled");
+        }
+    }
 }

@@ -48,6 +48,8 @@ impl alerting::Plugins for Bench {
     fn runtime(&self) -> Arc<PluginRuntime> {
         Arc::clone(&self.rt)
     }
+
+    async fn report(&self, _: &str, _: &str, _: Result<(), &plugin_runtime::PluginError>) {}
 }
 
 /// A receiver that accepts everything at once (the plugin's own cost is what is measured).
