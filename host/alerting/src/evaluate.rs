@@ -127,7 +127,7 @@ impl Evaluator {
             Err(m) => (Outcome::Failed(m), Lifecycle::default(), None),
             Ok(spec) => {
                 let outcome = match &spec.composite {
-                    Some(c) => self.composite(rule, c).await?,
+                    Some(c) => self.composite(rule, &spec, c).await?,
                     None => self.condition(rule, &spec, now_ms, &mut plugin_state).await,
                 };
                 (outcome, spec.lifecycle(), Some(spec))
@@ -308,6 +308,7 @@ impl Evaluator {
     async fn composite(
         &self,
         rule: &AlertRuleRecord,
+        spec: &RuleSpec,
         c: &alert::spec::CompositeSpec,
     ) -> Result<Outcome, MetaError> {
         let mut states = Vec::with_capacity(c.rules.len());
@@ -334,11 +335,7 @@ impl Evaluator {
             alert::spec::CompositeOp::And => states.iter().all(|f| *f),
             alert::spec::CompositeOp::Or => states.iter().any(|f| *f),
         };
-        let spec = crate::rule_spec(rule, Vec::new()).ok();
-        let labels = spec
-            .as_ref()
-            .map(|s| alert_labels(&Vec::new(), s, None))
-            .unwrap_or_default();
+        let labels = alert_labels(&Vec::new(), spec, None);
         Ok(Outcome::Series(vec![Observation {
             labels,
             verdict: if alerting {

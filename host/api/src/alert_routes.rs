@@ -836,20 +836,20 @@ async fn rule_instances(
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+pub(crate) struct LimitQuery {
     /// Most entries (default 100, at most 1000).
-    limit: Option<usize>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// A rule's state changes, newest first, each with its reason.
-#[utoipa::path(get, path = "/api/v1/alert-rules/{id}/history", tag = "alerting", params(("id" = String, Path, description = "the rule"), HistoryQuery),
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}/history", tag = "alerting", params(("id" = String, Path, description = "the rule"), LimitQuery),
     security(("bearer" = [])),
     responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
 async fn rule_history(
     State(state): State<Arc<AppState>>,
     User(p): User,
     Path(id): Path<String>,
-    Params(q): Params<HistoryQuery>,
+    Params(q): Params<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     need(&p, READ)?;
     visible_rule(&state, &p, &id).await?;
@@ -857,7 +857,7 @@ async fn rule_history(
         state.telemetry.as_ref(),
         p.scope(),
         Some(&id),
-        q.limit.unwrap_or(100).clamp(1, 1000),
+        q.limit.unwrap_or(100).clamp(1, 1000) as usize,
         &state.query_limits,
     )
     .await?;

@@ -24,7 +24,9 @@ use utoipa_axum::routes;
 
 use alerting::channel_owner as sealed_for;
 
-use crate::alert_routes::{DELETE, READ, WRITE, need, plugin_config_errors, visible_group};
+use crate::alert_routes::{
+    DELETE, LimitQuery, READ, WRITE, need, plugin_config_errors, visible_group,
+};
 use crate::audit::AuditResult;
 use crate::auth::{Client, User};
 use crate::iam_routes::Params;
@@ -363,23 +365,16 @@ async fn test_channel(
     Ok(out)
 }
 
-#[derive(Deserialize, Default, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct AttemptsQuery {
-    /// Most entries (default 100, at most 1000).
-    limit: Option<u32>,
-}
-
 /// Every delivery attempt through this channel, newest first: outcome (`delivered`,
 /// `permanent`, `transient`, `rate_limited`, `gave_up`) and the receiver's reason.
-#[utoipa::path(get, path = "/api/v1/channels/{id}/attempts", tag = "alerting", params(("id" = String, Path, description = "the channel"), AttemptsQuery),
+#[utoipa::path(get, path = "/api/v1/channels/{id}/attempts", tag = "alerting", params(("id" = String, Path, description = "the channel"), LimitQuery),
     security(("bearer" = [])),
     responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason")))]
 async fn channel_attempts(
     State(state): State<Arc<AppState>>,
     User(p): User,
     Path(id): Path<String>,
-    Params(q): Params<AttemptsQuery>,
+    Params(q): Params<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     need(&p, READ)?;
     visible_channel(&state, &p, &id).await?;
