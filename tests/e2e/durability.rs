@@ -3,14 +3,14 @@
 //! SIGTERM shuts down cleanly and flushes.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::support::{
     ADMIN_PASSWORD, Api, build, free_port, now_nanos, post_protobuf, wait_healthy,
 };
 
 struct Proc {
-    child: Child,
+    child: crate::support::Reaped,
     api: String,
     otlp_http: String,
 }
@@ -29,6 +29,7 @@ async fn spawn(data: &Path) -> Proc {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn server");
+    let child = crate::support::Reaped(child);
     let api = format!("http://127.0.0.1:{api}");
     wait_healthy(&format!("{api}/healthz")).await;
     Proc {

@@ -27,6 +27,32 @@ pub fn test_config(dir: &Path) -> Config {
     }
 }
 
+/// A child process killed and reaped when dropped, so a failing test never leaves one behind
+/// (a stray child would keep the test's output pipe open, and a stopped one would never exit).
+pub struct Reaped(pub std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// ClickHouse store settings for tests: a fresh database at `url`.
 pub fn clickhouse_settings(url: &str) -> ClickHouseConfig {
     let mut c = ClickHouseConfig::new(url);
