@@ -13,16 +13,16 @@ use serde_json::{Value, json};
 use crate::support::{TestServer, now_nanos, post_otlp};
 
 #[derive(Clone, Debug)]
-struct Arrival {
-    at: Instant,
-    idempotency_key: String,
-    body: Value,
+pub(crate) struct Arrival {
+    pub at: Instant,
+    pub idempotency_key: String,
+    pub body: Value,
 }
 
-type Log = Arc<Mutex<Vec<Arrival>>>;
+pub(crate) type Log = Arc<Mutex<Vec<Arrival>>>;
 
 /// A receiver answering `status` to everything, recording each request.
-async fn receiver(status: u16) -> (u16, Log) {
+pub(crate) async fn receiver(status: u16) -> (u16, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
     let app = axum::Router::new().fallback(

@@ -15,6 +15,7 @@ mod clickhouse_outage;
 
 mod alert_delivery;
 mod alert_evaluation;
+mod alert_suppression;
 mod alerting_api;
 mod api_keys;
 mod auth_flows;

@@ -5,9 +5,10 @@
 //! holds up only its own deliveries.
 //!
 //! A group receives an alert when its matchers all match the alert's labels, or, for a group
-//! without matchers, when the alert's rule is linked to it. Each group's dispatch state is
-//! persisted after it changes, so a restart neither loses a pending notification nor repeats
-//! one early.
+//! without matchers, when the alert's rule is linked to it. Each group's dispatch state and
+//! cooldowns are persisted after they change, so a restart neither loses a pending
+//! notification nor repeats one early. At shutdown, deliveries under way get
+//! [`Notifier::drain`] to finish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,9 +20,10 @@ use alert::spec::GroupSpec;
 use alert::{Labels, RuleState, State};
 use chrono::{DateTime, Utc};
 use plugin_runtime::{Capabilities, SendError};
+use serde::{Deserialize, Serialize};
 use storage::{AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::Plugins;
 
@@ -42,6 +44,8 @@ pub struct Notifier {
     pub retry: RetryPolicy,
     /// How often due groups are looked for.
     pub tick: Duration,
+    /// How long deliveries under way may take to finish at shutdown.
+    pub drain: Duration,
 }
 
 /// A rule's alerts after an evaluation, for the notifier.
@@ -76,22 +80,21 @@ pub fn alerts_of(state: &RuleState) -> Vec<Alert> {
         .collect()
 }
 
-/// Rules' cooldowns: after a notification about an alert went out, no other notification
-/// about it is sent for the rule's `cooldown_minutes` (its resolve always goes out, so
-/// receivers can close what they opened).
-#[derive(Default)]
+/// Rules' cooldowns, per notification group: after a group sent a notification about an
+/// alert, it sends no other about it for the rule's `cooldown_minutes` (its resolve always goes
+/// out, so receivers can close what they opened).
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Cooldown {
-    /// Fingerprint → the cooldown of its rule.
-    of: HashMap<String, i64>,
     /// Fingerprint → when a notification about it last went out.
     sent: HashMap<String, i64>,
 }
 
 impl Cooldown {
-    /// Drops the firing alerts still cooling down; false when nothing is left to send.
-    fn admit(&mut self, n: &mut Notification, now_ms: i64) -> bool {
+    /// Drops the firing alerts still cooling down (`of`: fingerprint → its rule's cooldown);
+    /// false when nothing is left to send.
+    fn admit(&mut self, of: &HashMap<String, i64>, n: &mut Notification, now_ms: i64) -> bool {
         n.alerts.retain(|a| {
-            let cd = self.of.get(&a.fingerprint).copied().unwrap_or(0);
+            let cd = of.get(&a.fingerprint).copied().unwrap_or(0);
             a.status == Status::Resolved
                 || cd <= 0
                 || self
@@ -103,20 +106,30 @@ impl Cooldown {
             return false;
         }
         for a in n.alerts.iter().filter(|a| a.status == Status::Firing) {
-            self.sent.insert(a.fingerprint.clone(), now_ms);
+            if of.get(&a.fingerprint).is_some_and(|cd| *cd > 0) {
+                self.sent.insert(a.fingerprint.clone(), now_ms);
+            }
         }
-        // Forget alerts that have not been seen for a day.
-        if self.sent.len() > 100_000 {
+        // Forget alerts not notified about for a day (no cooldown is that long).
+        if self.sent.len() > 10_000 {
             self.sent.retain(|_, t| now_ms - *t < 86_400_000);
         }
         true
     }
 }
 
+/// What is persisted per group.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct GroupState {
+    dispatcher: Dispatcher,
+    #[serde(default)]
+    cooldown: Cooldown,
+}
+
 struct Group {
     spec: GroupSpec,
     tenant_id: String,
-    dispatcher: Dispatcher,
+    state: GroupState,
     dirty: bool,
 }
 
@@ -148,7 +161,9 @@ impl Notifier {
         let mut groups: HashMap<String, Group> = HashMap::new();
         // Firing alerts per rule, for inhibition: rule id → (tenant, label sets).
         let mut firing: HashMap<String, (String, Vec<Labels>)> = HashMap::new();
-        let mut cooldown = Cooldown::default();
+        // Fingerprint → the cooldown of its rule, in milliseconds.
+        let mut cooldowns: HashMap<String, i64> = HashMap::new();
+        let mut deliveries = JoinSet::new();
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -160,7 +175,7 @@ impl Notifier {
                         ));
                         let ms = m.rule.cooldown_minutes.saturating_mul(60_000);
                         for a in &m.alerts {
-                            cooldown.of.insert(a.fingerprint.clone(), ms);
+                            cooldowns.insert(a.fingerprint.clone(), ms);
                         }
                         if let Err(e) = self.route(&mut groups, &m).await {
                             tracing::error!(rule = %m.rule.alert_rule_id, error = %e,
@@ -170,7 +185,8 @@ impl Notifier {
                     None => break,
                 },
                 () = tokio::time::sleep(self.tick) => {
-                    self.flush(&mut groups, &firing, &mut cooldown).await;
+                    self.flush(&mut groups, &firing, &cooldowns, &mut deliveries).await;
+                    while deliveries.try_join_next().is_some() {}
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() {
@@ -180,6 +196,25 @@ impl Notifier {
             }
         }
         self.persist(&mut groups).await;
+        self.finish(deliveries).await;
+    }
+
+    /// Lets deliveries under way finish for up to [`Notifier::drain`]; what is left is cut
+    /// short (its attempts so far are recorded) and logged.
+    async fn finish(&self, mut deliveries: JoinSet<()>) {
+        let pending = deliveries.len();
+        if pending == 0 {
+            return;
+        }
+        tracing::info!(pending, "waiting for notifications under way");
+        let all = async { while deliveries.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.drain, all).await.is_err() {
+            tracing::warn!(
+                left = deliveries.len(),
+                "notifications still retrying at shutdown were cut short"
+            );
+            deliveries.abort_all();
+        }
     }
 
     /// Puts a rule's alerts into the dispatchers of the groups that receive them.
@@ -213,7 +248,7 @@ impl Notifier {
                 continue;
             }
             if !groups.contains_key(&g.group_id) {
-                let dispatcher = self
+                let state = self
                     .alerts
                     .group_state(&g.group_id)
                     .await?
@@ -224,7 +259,7 @@ impl Notifier {
                     Group {
                         spec: spec.clone(),
                         tenant_id: g.tenant_id.clone(),
-                        dispatcher,
+                        state,
                         dirty: false,
                     },
                 );
@@ -233,7 +268,7 @@ impl Notifier {
                 entry.spec = spec;
                 let settings = entry.spec.settings();
                 for a in chosen {
-                    entry.dispatcher.insert(&settings, a.clone(), now);
+                    entry.state.dispatcher.insert(&settings, a.clone(), now);
                 }
                 entry.dirty = true;
             }
@@ -246,12 +281,13 @@ impl Notifier {
         self: &Arc<Self>,
         groups: &mut HashMap<String, Group>,
         firing: &HashMap<String, (String, Vec<Labels>)>,
-        cooldown: &mut Cooldown,
+        cooldowns: &HashMap<String, i64>,
+        deliveries: &mut JoinSet<()>,
     ) {
         let now = Utc::now().timestamp_millis();
         let mut silences: HashMap<String, Vec<alert::route::Silence>> = HashMap::new();
         for (group_id, g) in groups.iter_mut() {
-            if g.dispatcher.next_due_ms().is_none_or(|t| t > now) {
+            if g.state.dispatcher.next_due_ms().is_none_or(|t| t > now) {
                 continue;
             }
             if !silences.contains_key(&g.tenant_id) {
@@ -271,7 +307,7 @@ impl Notifier {
                     || alert::route::silenced_by(tenant_silences, &a.labels, now).is_some()
                     || alert::route::inhibited(&inhibitions, &a.labels, &tenant_firing)
             };
-            let due = g.dispatcher.due(&g.spec.settings(), now, muted);
+            let due = g.state.dispatcher.due(&g.spec.settings(), now, muted);
             g.dirty = true;
             if due.is_empty() {
                 continue;
@@ -284,7 +320,7 @@ impl Notifier {
                 }
             };
             for mut n in due {
-                if !cooldown.admit(&mut n, now) {
+                if !g.state.cooldown.admit(cooldowns, &mut n, now) {
                     continue;
                 }
                 for c in channels.iter().filter(|c| c.is_active) {
@@ -292,7 +328,7 @@ impl Notifier {
                     let c = c.clone();
                     let n = n.clone();
                     let group_id = group_id.clone();
-                    tokio::spawn(async move { me.deliver(&group_id, &c, &n, now).await });
+                    deliveries.spawn(async move { me.deliver(&group_id, &c, &n, now).await });
                 }
             }
         }
@@ -301,7 +337,7 @@ impl Notifier {
 
     async fn persist(&self, groups: &mut HashMap<String, Group>) {
         for (id, g) in groups.iter_mut().filter(|(_, g)| g.dirty) {
-            let Ok(text) = serde_json::to_string(&g.dispatcher) else {
+            let Ok(text) = serde_json::to_string(&g.state) else {
                 continue;
             };
             match self.alerts.put_group_state(id, &text).await {
@@ -519,22 +555,33 @@ mod tests {
     #[test]
     fn a_cooldown_holds_back_repeats_and_flaps_but_never_a_resolve() {
         let mut c = Cooldown::default();
-        c.of.insert("a".into(), 600_000);
-        c.of.insert("b".into(), 0);
+        let of = HashMap::from([("a".to_string(), 600_000), ("b".to_string(), 0)]);
         let mut first = n(&[("a", Status::Firing), ("b", Status::Firing)]);
-        assert!(c.admit(&mut first, 0));
+        assert!(c.admit(&of, &mut first, 0));
         assert_eq!(first.alerts.len(), 2);
         let mut again = n(&[("a", Status::Firing), ("b", Status::Firing)]);
-        assert!(c.admit(&mut again, 60_000));
+        assert!(c.admit(&of, &mut again, 60_000));
         assert_eq!(again.alerts.len(), 1, "a cools down, b has no cooldown");
         let mut resolved = n(&[("a", Status::Resolved)]);
-        assert!(c.admit(&mut resolved, 120_000), "a resolve always goes out");
+        assert!(
+            c.admit(&of, &mut resolved, 120_000),
+            "a resolve always goes out"
+        );
+        // The cooldown is part of the group's persisted state: a restart keeps it.
+        let text = serde_json::to_string(&GroupState {
+            dispatcher: Dispatcher::default(),
+            cooldown: c,
+        })
+        .expect("serialize");
+        let mut c = serde_json::from_str::<GroupState>(&text)
+            .expect("restore")
+            .cooldown;
         let mut flap = n(&[("a", Status::Firing)]);
         assert!(
-            !c.admit(&mut flap, 180_000),
-            "firing again within the cooldown"
+            !c.admit(&of, &mut flap, 180_000),
+            "firing again within the cooldown, after a restart"
         );
         let mut later = n(&[("a", Status::Firing)]);
-        assert!(c.admit(&mut later, 600_000), "after the cooldown");
+        assert!(c.admit(&of, &mut later, 600_000), "after the cooldown");
     }
 }

@@ -398,6 +398,7 @@ impl Server {
             external_url: state.auth.public_url.clone(),
             retry: alert::delivery::RetryPolicy::default(),
             tick: Duration::from_millis(200),
+            drain: Duration::from_secs(10),
         }
         .spawn(stopped.clone());
         tasks.push(notifier_task);

@@ -1,0 +1,245 @@
+//! What the notifier holds back, end to end: a silence (until it is expired through the API),
+//! an inhibition rule (a critical alert hides the warning about the same service), and a mute
+//! time window in an IANA zone. The rules keep firing; only notifications are held back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::alert_delivery::{Log, receiver};
+use crate::support::{TestServer, now_nanos, post_otlp};
+
+/// `(alertname, service_name)` of every alert that arrived, in order.
+fn arrived(log: &Log) -> Vec<(String, String)> {
+    log.lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|a| a.body["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            let label = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_string();
+            (label("alertname"), label("service_name"))
+        })
+        .collect()
+}
+
+async fn wait_for(log: &Log, want: &[(&str, &str)], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = arrived(log);
+        if want
+            .iter()
+            .all(|(a, s)| got.iter().any(|(ga, gs)| ga == a && gs == s))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for {want:?}, got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `[start, end)` minutes of the day around now in a zone `offset_minutes` east of UTC, as one
+/// or two ranges (when it crosses midnight).
+fn window_around_now(offset_minutes: i64) -> Vec<(i64, i64)> {
+    let secs = i64::try_from(now_nanos() / 1_000_000_000).expect("time");
+    let local = (secs / 60 + offset_minutes).rem_euclid(1440);
+    let (start, end) = (local - 20, local + 20);
+    if start < 0 {
+        vec![(start + 1440, 1440), (0, end)]
+    } else if end > 1440 {
+        vec![(start, 1440), (0, end - 1440)]
+    } else {
+        vec![(start, end)]
+    }
+}
+
+#[tokio::test]
+async fn silences_inhibitions_and_mute_windows_hold_back_notifications() {
+    scenario(None).await;
+    match (
+        crate::postgres_env::fresh_postgres().await,
+        crate::clickhouse_env::clickhouse_url(),
+    ) {
+        (Some(pg), Some(ch)) => scenario(Some((pg, ch))).await,
+        _ => eprintln!("SKIPPED: the PostgreSQL + ClickHouse run of the suppression scenario"),
+    }
+}
+
+async fn scenario(pg_ch: Option<(String, String)>) {
+    let (hook_port, hooks) = receiver(200).await;
+    let (muted_port, muted) = receiver(200).await;
+    let (srv, api, admin) = TestServer::with_admin_tuned(|c| {
+        c.plugin_http.allow_loopback_for_tests = true;
+        c.plugin_http.allow_plain_http = true;
+        if let Some((pg, ch)) = &pg_ch {
+            c.postgres_url = Some(pg.clone());
+            c.clickhouse = Some(crate::support::clickhouse_settings(ch));
+        }
+    })
+    .await;
+
+    // Asia/Kolkata is UTC+05:30 all year: the window is now there, and not now in UTC.
+    let kolkata: Vec<Value> = window_around_now(330)
+        .into_iter()
+        .map(|(s, e)| json!([s, e]))
+        .collect();
+    let groups = [
+        (
+            "ops",
+            hook_port,
+            json!({
+                "name": "ops", "matchers": ["team=\"ops\""],
+                "group_by": ["alertname", "service_name"],
+                "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h",
+                "inhibit": [{"source": ["alertname=\"QueueCritical\""],
+                             "target": ["alertname=\"QueueWarn\""],
+                             "equal": ["service_name"]}],
+            }),
+        ),
+        (
+            "night-shift",
+            muted_port,
+            json!({
+                "name": "night-shift", "matchers": ["team=\"ops\""],
+                "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h",
+                "mute_time_windows": [{"times": kolkata, "location": "Asia/Kolkata"}],
+            }),
+        ),
+    ];
+    for (name, port, spec) in groups {
+        let (status, group) = api
+            .post("/api/v1/notification-groups", Some(&admin), spec)
+            .await;
+        assert_eq!(status, 201, "{group}");
+        let gid = group["group_id"].as_str().expect("id");
+        let (status, ch) = api
+            .post(
+                "/api/v1/channels",
+                Some(&admin),
+                json!({"name": name, "type": "webhook", "notification_group_id": gid,
+                       "config": {"url": format!("http://127.0.0.1:{port}/alerts")}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{ch}");
+    }
+    let (status, silence) = api
+        .post(
+            "/api/v1/silences",
+            Some(&admin),
+            json!({"matchers": ["service_name=\"search\""], "duration": "1h",
+                   "comment": "search is being migrated"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{silence}");
+    let silence_id = silence["silence_id"].as_str().expect("id").to_string();
+
+    // Three services: checkout and search are deep, billing very deep.
+    let (key, _) = api.key(&admin, &["metrics:write"], None).await;
+    let now = now_nanos().to_string();
+    let resource = |service: &str, depth: f64| {
+        json!({
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+            "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
+                "gauge": {"dataPoints": [{"timeUnixNano": now, "asDouble": depth}]}}]}],
+        })
+    };
+    let body = json!({"resourceMetrics": [
+        resource("checkout", 12.0), resource("search", 12.0), resource("billing", 200.0)]});
+    let resp = post_otlp(
+        &srv.client,
+        &format!("{}/v1/metrics", srv.otlp_http),
+        Some(&key),
+        "application/json",
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    // The warning needs 3 s of pending, so the critical alert that inhibits it is firing first.
+    for (name, above, pending) in [("QueueCritical", 100, "0s"), ("QueueWarn", 5, "3s")] {
+        let (status, rule) = api
+            .post("/api/v1/alert-rules", Some(&admin), json!({
+                "name": name,
+                "queries": [{"name": "A", "range": "1h", "sql":
+                    "SELECT service_name, max(value) AS depth FROM metrics_v3 \
+                     WHERE metric_name = 'queue_depth' AND timestamp >= $__from AND timestamp < $__to \
+                     GROUP BY service_name"}],
+                "condition": {"plugin": "builtin-threshold",
+                              "config": {"thresholds": [{"op": "above", "value": above}]}},
+                "interval": "1s", "for": pending, "labels": {"team": "ops"},
+            }))
+            .await;
+        assert_eq!(status, 201, "{rule}");
+    }
+
+    wait_for(
+        &hooks,
+        &[("QueueCritical", "billing"), ("QueueWarn", "checkout")],
+        Duration::from_secs(30),
+    )
+    .await;
+    // Give what should be held back time to (not) arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = arrived(&hooks);
+    assert!(
+        !got.contains(&("QueueWarn".into(), "search".into())),
+        "silenced: {got:?}"
+    );
+    assert!(
+        !got.contains(&("QueueCritical".into(), "search".into())),
+        "not above 100: {got:?}"
+    );
+    assert!(
+        !got.contains(&("QueueWarn".into(), "billing".into())),
+        "inhibited by QueueCritical on billing: {got:?}"
+    );
+    // The alerts themselves fire; only their notifications were held back.
+    let (_, active) = api.get("/api/v1/alerts", &admin).await;
+    let firing: Vec<String> = active["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["state"] == json!("firing"))
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["labels"]["alertname"].as_str().unwrap_or_default(),
+                a["labels"]["service_name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for want in [
+        "QueueWarn/search",
+        "QueueWarn/billing",
+        "QueueCritical/billing",
+    ] {
+        assert!(firing.iter().any(|f| f == want), "{want} in {firing:?}");
+    }
+
+    // Expiring the silence lets the search warning through.
+    let (status, expired, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/silences/{silence_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{expired}");
+    wait_for(&hooks, &[("QueueWarn", "search")], Duration::from_secs(15)).await;
+
+    // The muted group sent nothing at all.
+    assert!(
+        arrived(&muted).is_empty(),
+        "sent inside the mute window: {:?}",
+        arrived(&muted)
+    );
+    let got = arrived(&hooks);
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), got.len(), "nothing arrived twice: {got:?}");
+    srv.shutdown().await;
+}
