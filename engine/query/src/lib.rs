@@ -9,7 +9,7 @@
 
 mod audit;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
@@ -17,7 +17,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions::expr_fn::date_trunc;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{Expr, cast};
@@ -214,6 +215,29 @@ fn projection_view(base: &LogicalPlan, columns: &[&str]) -> Result<ViewTable, Da
     Ok(ViewTable::new(plan, None))
 }
 
+/// What every query's runtime shares: the caches of Parquet footers and file statistics, so a
+/// query does not read again what the one before it read (entries are checked against each
+/// file's size and modification time, so a rewritten file is read afresh). File listings are
+/// not cached: a store's file set changes with every flush.
+static SHARED_RUNTIME: LazyLock<Option<Arc<RuntimeEnv>>> = LazyLock::new(|| {
+    RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default())
+        .with_object_list_cache_limit(0)
+        .build_arc()
+        .ok()
+});
+
+/// A query's runtime: its own memory limit, the shared caches.
+fn query_runtime(limits: &QueryLimits) -> Result<Arc<RuntimeEnv>, DataFusionError> {
+    let builder = match SHARED_RUNTIME.as_ref() {
+        Some(shared) => RuntimeEnvBuilder::from_runtime_env(shared),
+        None => RuntimeEnvBuilder::new(),
+    };
+    builder
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .build_arc()
+}
+
 /// A session whose catalog holds only the caller's scoped views of the telemetry tables.
 ///
 /// # Errors
@@ -223,9 +247,7 @@ pub fn scoped_context(
     scope: &Scope,
     limits: &QueryLimits,
 ) -> Result<SessionContext, QueryError> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory_bytes, 1.0)
-        .build_arc()?;
+    let runtime = query_runtime(limits)?;
     let config = SessionConfig::new().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for table in Table::TELEMETRY {
