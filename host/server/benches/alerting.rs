@@ -287,6 +287,29 @@ async fn run() {
         std::hint::black_box(out.to_arrow_ipc().expect("ipc"));
     }
     let queries = t.elapsed();
+    // Where a query's time goes: the scoped session alone, then SQL → logical plan, then the
+    // optimized physical plan (the rest of the baseline is running it).
+    let limits = query::QueryLimits::default();
+    let t = Instant::now();
+    for _ in 0..RULES {
+        std::hint::black_box(
+            query::scoped_context(telemetry.as_ref(), &scope, &limits).expect("ctx"),
+        );
+    }
+    let sessions = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..RULES {
+        let ctx = query::scoped_context(telemetry.as_ref(), &scope, &limits).expect("ctx");
+        std::hint::black_box(ctx.sql(&sql).await.expect("plan"));
+    }
+    let logical = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..RULES {
+        let ctx = query::scoped_context(telemetry.as_ref(), &scope, &limits).expect("ctx");
+        let df = ctx.sql(&sql).await.expect("plan");
+        std::hint::black_box(df.create_physical_plan().await.expect("physical"));
+    }
+    let physical = t.elapsed();
 
     // First pass: every rule's alerting series go normal → pending, so every evaluation writes
     // history (a durable telemetry write) besides its state.
@@ -368,6 +391,14 @@ async fn run() {
         "  of which: plugin call {:.2} ms, state read+write {:.2} ms (SQLite commit)",
         plugin_only.as_secs_f64() * 1e3 / RULES as f64,
         writes.as_secs_f64() * 1e3 / RULES as f64
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / RULES as f64;
+    println!(
+        "  a query: scoped session {:.2} ms, + SQL to logical plan {:.2} ms, + optimized physical plan {:.2} ms, + run {:.2} ms",
+        ms(sessions),
+        ms(logical - sessions),
+        ms(physical - logical),
+        ms(queries.saturating_sub(physical)),
     );
     println!(
         "  queries alone (baseline):            {:>8.0} /s  ({:.2} ms each)",
