@@ -31,3 +31,4 @@ mod plugin_cli;
 mod plugins;
 mod python_sdk;
 mod tenancy;
+mod trace_views;

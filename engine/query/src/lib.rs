@@ -8,6 +8,7 @@
 //! No IO of its own: the providers do the reading.
 
 mod audit;
+pub mod views;
 
 use std::sync::{Arc, LazyLock};
 
@@ -322,6 +323,14 @@ pub async fn run_scoped_sql(
         .with_allow_dml(false)
         .with_allow_statements(false);
     let df = ctx.sql_with_options(sql, options).await?;
+    collect_limited(df, limits).await
+}
+
+/// Runs a planned query, keeping at most `limits.max_rows` rows (and saying when it cut).
+pub(crate) async fn collect_limited(
+    df: datafusion::dataframe::DataFrame,
+    limits: &QueryLimits,
+) -> Result<SqlOutput, QueryError> {
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let df = df.limit(0, Some(limits.max_rows + 1))?;
     let mut batches = df.collect().await?;

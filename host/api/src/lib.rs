@@ -19,6 +19,7 @@ mod otlp_http;
 mod plugins;
 mod routes;
 mod sql_json;
+mod view_routes;
 
 use std::sync::Arc;
 

@@ -104,6 +104,7 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .merge(crate::plugins::router())
         .merge(crate::alert_routes::router())
         .merge(crate::channel_routes::router())
+        .merge(crate::view_routes::router())
         .split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the OpenAPI document");

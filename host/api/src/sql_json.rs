@@ -2,7 +2,7 @@
 
 use arrow::json::writer::{JsonArray, WriterBuilder};
 use query::SqlOutput;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ApiError;
 
@@ -24,6 +24,36 @@ pub(crate) fn to_json(out: &SqlOutput) -> Result<Value, ApiError> {
         .iter()
         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
         .collect();
+    let rows: Vec<Value> = to_objects(out)?
+        .into_iter()
+        .map(|mut obj| {
+            Value::Array(
+                names
+                    .iter()
+                    .map(|n| obj.remove(*n).unwrap_or(Value::Null))
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "columns": columns,
+        "row_count": rows.len(),
+        "rows": rows,
+        "truncated": out.truncated,
+    }))
+}
+
+/// The rows as objects keyed by column name, rendered as [`to_json`] renders them.
+///
+/// # Errors
+/// When Arrow cannot render a column type as JSON.
+pub(crate) fn to_objects(out: &SqlOutput) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let names: Vec<&str> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     let mut rows = Vec::new();
     for batch in &out.batches {
         if batch.num_rows() == 0 {
@@ -39,21 +69,14 @@ pub(crate) fn to_json(out: &SqlOutput) -> Result<Value, ApiError> {
             w.finish()
                 .map_err(|e| ApiError::invalid(format!("cannot render result as JSON: {e}")))?;
         }
-        let objects: Vec<serde_json::Map<String, Value>> =
+        let objects: Vec<Map<String, Value>> =
             serde_json::from_slice(&buf).map_err(ApiError::internal)?;
         for mut obj in objects {
-            rows.push(Value::Array(
-                names
-                    .iter()
-                    .map(|n| obj.remove(*n).unwrap_or(Value::Null))
-                    .collect(),
-            ));
+            for n in &names {
+                obj.entry((*n).to_string()).or_insert(Value::Null);
+            }
+            rows.push(obj);
         }
     }
-    Ok(json!({
-        "columns": columns,
-        "row_count": rows.len(),
-        "rows": rows,
-        "truncated": out.truncated,
-    }))
+    Ok(rows)
 }

@@ -1,0 +1,191 @@
+//! The trace views a console shows, on the embedded store and on ClickHouse: a trace as a span
+//! tree with its events and logs, the services with RED metrics from their entry spans, a
+//! service's operations; another tenant cannot see the trace; bad input gets a 400.
+
+use serde_json::{Value, json};
+
+use crate::support::{Api, TestServer, now_nanos, post_otlp};
+
+const TRACE: &str = "5b8efff798038103d269b633813fc60c";
+
+fn attr(k: &str, v: &str) -> Value {
+    json!({"key": k, "value": {"stringValue": v}})
+}
+
+/// A checkout: frontend's server span (120 ms) calls payment (a client span), whose server
+/// span fails after 80 ms with an event; two logs on the trace.
+fn trace_body(t0: u64) -> Value {
+    let span = |id: &str, parent: &str, name: &str, kind: u8, start: u64, ms: u64, error: bool| {
+        let mut s = json!({
+            "traceId": TRACE, "spanId": id, "parentSpanId": parent, "name": name, "kind": kind,
+            "startTimeUnixNano": start.to_string(),
+            "endTimeUnixNano": (start + ms * 1_000_000).to_string(),
+            "attributes": [attr("http.route", name)],
+        });
+        if error {
+            s["status"] = json!({"code": 2, "message": "card declined"});
+            s["events"] = json!([{"timeUnixNano": (start + 1_000_000).to_string(),
+                "name": "exception", "attributes": [attr("exception.type", "Declined")]}]);
+        }
+        s
+    };
+    let resource = |service: &str, spans: Vec<Value>| {
+        json!({"resource": {"attributes": [attr("service.name", service)]},
+               "scopeSpans": [{"scope": {"name": "e2e"}, "spans": spans}]})
+    };
+    json!({"resourceSpans": [
+        resource("frontend", vec![
+            span("a1a1a1a1a1a1a1a1", "", "GET /checkout", 2, t0, 120, false),
+            span("b2b2b2b2b2b2b2b2", "a1a1a1a1a1a1a1a1", "POST payment", 3, t0 + 5_000_000, 100, false),
+        ]),
+        resource("payment", vec![
+            span("c3c3c3c3c3c3c3c3", "b2b2b2b2b2b2b2b2", "charge", 2, t0 + 10_000_000, 80, true),
+        ]),
+    ]})
+}
+
+fn logs_body(t0: u64) -> Value {
+    let log = |dt: u64, span: &str, sev: &str, body: &str| {
+        json!({"timeUnixNano": (t0 + dt).to_string(), "traceId": TRACE, "spanId": span,
+               "severityText": sev, "body": {"stringValue": body}})
+    };
+    json!({"resourceLogs": [{"resource": {"attributes": [attr("service.name", "payment")]},
+    "scopeLogs": [{"scope": {"name": "e2e"}, "logRecords": [
+        log(20_000_000, "c3c3c3c3c3c3c3c3", "ERROR", "card declined"),
+        log(12_000_000, "c3c3c3c3c3c3c3c3", "INFO", "charging card"),
+    ]}]}]})
+}
+
+async fn send(srv: &TestServer, key: &str, path: &str, body: &Value) {
+    let r = post_otlp(
+        &srv.client,
+        &format!("{}{path}", srv.otlp_http),
+        Some(key),
+        "application/json",
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+}
+
+#[tokio::test]
+async fn a_trace_its_logs_and_the_services_red_metrics() {
+    let (srv, api, admin) = TestServer::with_admin().await;
+    scenario(srv, api, admin).await;
+}
+
+#[tokio::test]
+async fn a_trace_its_logs_and_the_services_red_metrics_on_clickhouse() {
+    let Some((srv, api, admin)) = TestServer::with_admin_on_clickhouse().await else {
+        return;
+    };
+    scenario(srv, api, admin).await;
+}
+
+async fn scenario(srv: TestServer, api: Api, admin: String) {
+    let (tenant_b, viewer_b) = api.tenant_with_viewer(&admin, "other").await;
+    let _ = tenant_b;
+    let (key, _) = api.key(&admin, &["traces:write", "logs:write"], None).await;
+    let t0 = now_nanos() - 60_000_000_000;
+    send(&srv, &key, "/v1/traces", &trace_body(t0)).await;
+    send(&srv, &key, "/v1/logs", &logs_body(t0)).await;
+
+    let (status, trace) = api.get(&format!("/api/v1/traces/{TRACE}"), &admin).await;
+    assert_eq!(status, 200, "{trace}");
+    assert_eq!(trace["span_count"], json!(3));
+    assert_eq!(trace["error_count"], json!(1));
+    assert_eq!(trace["services"], json!(["frontend", "payment"]));
+    assert_eq!(trace["duration_nano"], json!(120_000_000));
+    let spans = trace["spans"].as_array().expect("spans");
+    let order: Vec<(&str, u64)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s["span_name"].as_str().unwrap_or_default(),
+                s["depth"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [("GET /checkout", 0), ("POST payment", 1), ("charge", 2)]
+    );
+    assert_eq!(spans[0]["children"], json!(["b2b2b2b2b2b2b2b2"]));
+    let charge = &spans[2];
+    assert_eq!(charge["service_name"], json!("payment"));
+    assert_eq!(charge["status_code"], json!("error"));
+    assert_eq!(charge["status_message"], json!("card declined"));
+    assert_eq!(charge["duration_nano"], json!(80_000_000));
+    assert_eq!(charge["events"][0]["name"], json!("exception"), "{charge}");
+    assert_eq!(
+        charge["span_attributes"]["http.route"],
+        json!("charge"),
+        "{charge}"
+    );
+
+    let (status, logs) = api
+        .get(&format!("/api/v1/traces/{TRACE}/logs"), &admin)
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    let bodies: Vec<&str> = logs["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["charging card", "card declined"], "earliest first");
+
+    let (status, services) = api
+        .get("/api/v1/services?from=1970-01-01T00:00:01Z", &admin)
+        .await;
+    assert_eq!(status, 400, "a range over 31 days: {services}");
+    let (status, services) = api.get("/api/v1/services", &admin).await;
+    assert_eq!(status, 200, "{services}");
+    let by_name = |name: &str| {
+        services["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["service_name"] == json!(name)))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {services}"))
+    };
+    let frontend = by_name("frontend");
+    assert_eq!(
+        frontend["requests"],
+        json!(1),
+        "only the server span is a request: {frontend}"
+    );
+    assert_eq!(frontend["errors"], json!(0));
+    let p50 = frontend["p50_ms"].as_f64().expect("p50");
+    assert!((p50 - 120.0).abs() < 1.0, "{frontend}");
+    let payment = by_name("payment");
+    assert_eq!(payment["errors"], json!(1));
+    assert_eq!(payment["error_rate"], json!(1.0));
+
+    let (status, ops) = api.get("/api/v1/services/payment/operations", &admin).await;
+    assert_eq!(status, 200, "{ops}");
+    let ops = ops["operations"].as_array().expect("operations");
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0]["span_name"], json!("charge"));
+    assert_eq!(ops[0]["span_kind"], json!("server"));
+    assert!(
+        (ops[0]["p99_ms"].as_f64().expect("p99") - 80.0).abs() < 1.0,
+        "{ops:?}"
+    );
+
+    // Another tenant: not found; the services list is empty.
+    let (status, _) = api.get(&format!("/api/v1/traces/{TRACE}"), &viewer_b).await;
+    assert_eq!(status, 404);
+    let (_, other) = api.get("/api/v1/services", &viewer_b).await;
+    assert_eq!(other["services"], json!([]), "{other}");
+
+    let (status, bad) = api.get("/api/v1/traces/not-a-trace-id", &admin).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("32 hexadecimal")),
+        "{bad}"
+    );
+    srv.shutdown().await;
+}
