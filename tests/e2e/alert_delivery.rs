@@ -56,12 +56,8 @@ pub(crate) async fn receiver(status: u16) -> (u16, Log) {
 #[tokio::test]
 async fn notifications_wait_repeat_resolve_and_never_arrive_twice() {
     scenario(None).await;
-    match (
-        crate::postgres_env::fresh_postgres().await,
-        crate::clickhouse_env::clickhouse_url(),
-    ) {
-        (Some(pg), Some(ch)) => scenario(Some((pg, ch))).await,
-        _ => eprintln!("SKIPPED: the PostgreSQL + ClickHouse run of the delivery scenario"),
+    if let Some(stack) = crate::support::postgres_and_clickhouse("the delivery scenario").await {
+        scenario(Some(stack)).await;
     }
 }
 

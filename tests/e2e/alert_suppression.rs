@@ -58,12 +58,8 @@ fn window_around_now(offset_minutes: i64) -> Vec<(i64, i64)> {
 #[tokio::test]
 async fn silences_inhibitions_and_mute_windows_hold_back_notifications() {
     scenario(None).await;
-    match (
-        crate::postgres_env::fresh_postgres().await,
-        crate::clickhouse_env::clickhouse_url(),
-    ) {
-        (Some(pg), Some(ch)) => scenario(Some((pg, ch))).await,
-        _ => eprintln!("SKIPPED: the PostgreSQL + ClickHouse run of the suppression scenario"),
+    if let Some(stack) = crate::support::postgres_and_clickhouse("the suppression scenario").await {
+        scenario(Some(stack)).await;
     }
 }
 

@@ -53,6 +53,21 @@ impl Drop for Reaped {
     }
 }
 
+/// A fresh PostgreSQL database and the ClickHouse URL, for a scenario's second run on that
+/// stack; `None` (saying so) where either is missing.
+pub async fn postgres_and_clickhouse(what: &str) -> Option<(String, String)> {
+    match (
+        crate::postgres_env::fresh_postgres().await,
+        crate::clickhouse_env::clickhouse_url(),
+    ) {
+        (Some(pg), Some(ch)) => Some((pg, ch)),
+        _ => {
+            eprintln!("SKIPPED: the PostgreSQL + ClickHouse run of {what}");
+            None
+        }
+    }
+}
+
 /// ClickHouse store settings for tests: a fresh database at `url`.
 pub fn clickhouse_settings(url: &str) -> ClickHouseConfig {
     let mut c = ClickHouseConfig::new(url);

@@ -12,12 +12,7 @@ use crate::ApiError;
 /// # Errors
 /// When Arrow cannot render a column type as JSON.
 pub(crate) fn to_json(out: &SqlOutput) -> Result<Value, ApiError> {
-    let names: Vec<&str> = out
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
+    let names = column_names(out);
     let columns: Vec<Value> = out
         .schema
         .fields()
@@ -48,12 +43,7 @@ pub(crate) fn to_json(out: &SqlOutput) -> Result<Value, ApiError> {
 /// # Errors
 /// When Arrow cannot render a column type as JSON.
 pub(crate) fn to_objects(out: &SqlOutput) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let names: Vec<&str> = out
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
+    let names = column_names(out);
     let mut rows = Vec::new();
     for batch in &out.batches {
         if batch.num_rows() == 0 {
@@ -79,4 +69,12 @@ pub(crate) fn to_objects(out: &SqlOutput) -> Result<Vec<Map<String, Value>>, Api
         }
     }
     Ok(rows)
+}
+
+fn column_names(out: &SqlOutput) -> Vec<&str> {
+    out.schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect()
 }
