@@ -1,6 +1,7 @@
-//! The trace views a console shows, on the embedded store and on ClickHouse: a trace as a span
-//! tree with its events and logs, the services with RED metrics from their entry spans, a
-//! service's operations; another tenant cannot see the trace; bad input gets a 400.
+//! The trace and log views a console shows, on the embedded store and on ClickHouse: a trace as
+//! a span tree with its events and logs, the services with RED metrics from their entry spans,
+//! a service's operations, log search with its filters and cursor pages; another tenant sees
+//! none of it; bad input gets a 400.
 
 use serde_json::{Value, json};
 
@@ -70,13 +71,13 @@ async fn send(srv: &TestServer, key: &str, path: &str, body: &Value) {
 }
 
 #[tokio::test]
-async fn a_trace_its_logs_and_the_services_red_metrics() {
+async fn traces_services_and_log_search() {
     let (srv, api, admin) = TestServer::with_admin().await;
     scenario(srv, api, admin).await;
 }
 
 #[tokio::test]
-async fn a_trace_its_logs_and_the_services_red_metrics_on_clickhouse() {
+async fn traces_services_and_log_search_on_clickhouse() {
     let Some((srv, api, admin)) = TestServer::with_admin_on_clickhouse().await else {
         return;
     };
@@ -179,6 +180,8 @@ async fn scenario(srv: TestServer, api: Api, admin: String) {
     let (_, other) = api.get("/api/v1/services", &viewer_b).await;
     assert_eq!(other["services"], json!([]), "{other}");
 
+    log_search(&srv, &api, &admin, &key, &viewer_b).await;
+
     let (status, bad) = api.get("/api/v1/traces/not-a-trace-id", &admin).await;
     assert_eq!(status, 400, "{bad}");
     assert!(
@@ -188,4 +191,103 @@ async fn scenario(srv: TestServer, api: Api, admin: String) {
         "{bad}"
     );
     srv.shutdown().await;
+}
+
+/// 25 logs of `search-svc`, three to a timestamp (so pages split ties), every fifth an ERROR,
+/// even ones on route `/a`.
+fn search_logs_body(t0: u64) -> Value {
+    let records: Vec<Value> = (0..25u64)
+        .map(|i| {
+            json!({"timeUnixNano": (t0 + (i / 3) * 1_000_000).to_string(),
+                   "severityText": if i % 5 == 0 { "ERROR" } else { "INFO" },
+                   "severityNumber": if i % 5 == 0 { 17 } else { 9 },
+                   "body": {"stringValue": format!("req-{i:02}")},
+                   "attributes": [attr("route", if i % 2 == 0 { "/a" } else { "/b" })]})
+        })
+        .collect();
+    json!({"resourceLogs": [{"resource": {"attributes": [attr("service.name", "search-svc")]},
+        "scopeLogs": [{"scope": {"name": "e2e"}, "logRecords": records}]}]})
+}
+
+async fn bodies(api: &Api, token: &str, query: &str) -> Vec<String> {
+    let (status, page) = api
+        .get(&format!("/api/v1/logs?service=search-svc&{query}"), token)
+        .await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["body"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn log_search(srv: &TestServer, api: &Api, admin: &str, key: &str, other: &str) {
+    send(
+        srv,
+        key,
+        "/v1/logs",
+        &search_logs_body(now_nanos() - 30_000_000_000),
+    )
+    .await;
+
+    // Pages of 4: every log once, newest first, the end said by a null cursor.
+    let mut seen: Vec<String> = Vec::new();
+    let mut times: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let q = match &cursor {
+            Some(c) => format!("/api/v1/logs?service=search-svc&limit=4&cursor={c}"),
+            None => "/api/v1/logs?service=search-svc&limit=4".to_string(),
+        };
+        let (status, page) = api.get(&q, admin).await;
+        assert_eq!(status, 200, "{page}");
+        for l in page["logs"].as_array().expect("logs") {
+            seen.push(l["body"].as_str().expect("body").to_string());
+            times.push(l["timestamp"].as_str().expect("time").to_string());
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "seven pages hold 25 logs");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (25, 25), "{seen:?}");
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+
+    assert_eq!(
+        bodies(api, admin, "severity=error").await.len(),
+        5,
+        "every fifth is an error"
+    );
+    let mut found = bodies(api, admin, "contains=REQ-1").await;
+    found.sort();
+    assert_eq!(found.len(), 10, "req-10..19, any case: {found:?}");
+    let mut found = bodies(api, admin, "matches=%5Ereq-2%5B0-4%5D%24").await;
+    found.sort();
+    assert_eq!(found, ["req-20", "req-21", "req-22", "req-23", "req-24"]);
+    assert_eq!(bodies(api, admin, "attributes=route%3D/a").await.len(), 13);
+    assert!(bodies(api, other, "").await.is_empty(), "another tenant");
+
+    for (q, why) in [
+        ("matches=(", "regular expression"),
+        ("severity=loud", "severity must be"),
+        ("cursor=zzz", "cursor"),
+        ("limit=0", "limit"),
+        ("attributes=route", "key=value"),
+    ] {
+        let (status, body) = api.get(&format!("/api/v1/logs?{q}"), admin).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{q}: {body}"
+        );
+    }
 }

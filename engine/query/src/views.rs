@@ -152,3 +152,97 @@ pub async fn operations(
     )
     .await
 }
+
+/// A log search: `[from, to)`, newest first, with optional filters.
+#[derive(Debug, Clone, Default)]
+pub struct LogSearch {
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub service: Option<String>,
+    /// The lowest OTLP severity number kept (9 = INFO, 13 = WARN, 17 = ERROR).
+    pub min_severity: Option<u8>,
+    /// A piece of the body, any case.
+    pub contains: Option<String>,
+    /// A regular expression the body matches.
+    pub matches: Option<String>,
+    /// Log attributes that must have these values.
+    pub attributes: Vec<(String, String)>,
+    /// Rows at most (the page).
+    pub limit: usize,
+    /// Where the page starts: rows at or before this time, skipping the first `skip` of them
+    /// (the rows at exactly this time an earlier page already gave).
+    pub before: Option<(i64, usize)>,
+}
+
+/// The columns of a log search, in order.
+pub const LOG_COLUMNS: &str = "timestamp, observed_timestamp, trace_id, span_id, severity_text, \
+     severity_number, service_name, body, log_attributes, resource_attributes";
+
+/// One page of a log search, newest first (ties in a fixed order, so pages neither skip nor
+/// repeat a row).
+///
+/// # Errors
+/// When the store cannot be read, or a bad regular expression.
+pub async fn search_logs(
+    tables: &dyn TelemetryTables,
+    scope: &Scope,
+    s: &LogSearch,
+    limits: &QueryLimits,
+) -> Result<SqlOutput, QueryError> {
+    let mut params = vec![ts(s.from_ns), ts(s.to_ns)];
+    let mut filters = vec!["timestamp >= $1".to_string(), "timestamp < $2".to_string()];
+    let bind = |filter: &str, value: ScalarValue, params: &mut Vec<ScalarValue>| {
+        params.push(value);
+        filter.replace('?', &format!("${}", params.len()))
+    };
+    let mut skip = 0;
+    if let Some((at, n)) = s.before {
+        filters.push(bind("timestamp <= ?", ts(at), &mut params));
+        skip = n;
+    }
+    if let Some(v) = &s.service {
+        filters.push(bind(
+            "service_name = ?",
+            ScalarValue::from(v.as_str()),
+            &mut params,
+        ));
+    }
+    if let Some(v) = s.min_severity {
+        filters.push(bind(
+            "severity_number >= ?",
+            ScalarValue::UInt8(Some(v)),
+            &mut params,
+        ));
+    }
+    if let Some(v) = &s.contains {
+        filters.push(bind(
+            "strpos(lower(body), ?) > 0",
+            ScalarValue::from(v.to_lowercase()),
+            &mut params,
+        ));
+    }
+    if let Some(v) = &s.matches {
+        filters.push(bind(
+            "regexp_like(body, ?)",
+            ScalarValue::from(v.as_str()),
+            &mut params,
+        ));
+    }
+    for (k, v) in &s.attributes {
+        let key = bind("?", ScalarValue::from(k.as_str()), &mut params);
+        filters.push(bind(
+            &format!("log_attributes[{key}] = ?"),
+            ScalarValue::from(v.as_str()),
+            &mut params,
+        ));
+    }
+    // LIMIT and OFFSET are numbers the server computed, not user text.
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM logs_v3 WHERE {} \
+         ORDER BY timestamp DESC, observed_timestamp DESC, service_name, span_id, body \
+         LIMIT {} OFFSET {skip}",
+        filters.join(" AND "),
+        s.limit,
+    );
+    run(tables, scope, &sql, params, limits).await
+}

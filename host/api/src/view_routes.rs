@@ -19,7 +19,10 @@ use crate::auth::User;
 use crate::iam_routes::Params;
 use crate::{ApiError, AppState, sql_json};
 
-/// The longest range a service view covers.
+/// A log search page's rows: 100 unless asked, at most this many.
+const MAX_LOG_PAGE: usize = 1000;
+
+/// The longest range a view covers.
 const MAX_RANGE_DAYS: i64 = 31;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -28,6 +31,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_trace_logs))
         .routes(routes!(list_services))
         .routes(routes!(list_operations))
+        .routes(routes!(search_logs))
 }
 
 fn may_read(p: &Principal) -> Result<(), ApiError> {
@@ -279,4 +283,161 @@ async fn list_operations(
     Ok(Json(
         json!({"service": service, "operations": red(&out, seconds)?}),
     ))
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// RFC 3339; default an hour before `to`.
+    from: Option<DateTime<Utc>>,
+    /// RFC 3339; default now.
+    to: Option<DateTime<Utc>>,
+    /// Only this service's logs.
+    service: Option<String>,
+    /// The lowest severity kept: trace, debug, info, warn, error or fatal.
+    severity: Option<String>,
+    /// A piece of the body, any case.
+    contains: Option<String>,
+    /// A regular expression the body matches.
+    matches: Option<String>,
+    /// Log attributes that must have these values: `key=value,key2=value2`.
+    attributes: Option<String>,
+    /// Rows per page (100; at most 1000).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn severity_number(name: &str) -> Result<u8, ApiError> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "trace" => 1,
+        "debug" => 5,
+        "info" => 9,
+        "warn" | "warning" => 13,
+        "error" => 17,
+        "fatal" => 21,
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "severity must be trace, debug, info, warn, error or fatal, got {name:?}"
+            )));
+        }
+    })
+}
+
+fn cursor_text((at, skip): (i64, usize)) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}:{skip}"))
+}
+
+fn parse_cursor(text: &str) -> Result<(i64, usize), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::invalid("cursor is not one this server gave");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (at, skip) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((
+        at.parse().map_err(|_| bad())?,
+        skip.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// Where the next page starts: the last row's time and how many rows at exactly that time
+/// were given so far.
+fn next_page(out: &query::SqlOutput, before: Option<(i64, usize)>) -> Option<(i64, usize)> {
+    use arrow::array::{Array, TimestampNanosecondArray};
+    let times: Vec<i64> = out
+        .batches
+        .iter()
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+        })
+        .flat_map(|a| (0..a.len()).map(move |i| a.value(i)))
+        .collect();
+    let last = *times.last()?;
+    let same = times.iter().rev().take_while(|t| **t == last).count();
+    let earlier = before.filter(|(at, _)| *at == last).map_or(0, |(_, n)| n);
+    Some((last, same + earlier))
+}
+
+/// Log search, newest first, a page at a time: time range, service, lowest severity, a piece
+/// of the body or a regular expression, attribute values. `next_cursor` fetches the next page.
+#[utoipa::path(get, path = "/api/v1/logs", tag = "logs", params(LogQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "a page of logs"), (status = "4XX", description = "an error with its reason")))]
+async fn search_logs(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Params(q): Params<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&p)?;
+    let (range, _) = RangeQuery {
+        from: q.from,
+        to: q.to,
+    }
+    .range()?;
+    for (name, v) in [
+        ("contains", &q.contains),
+        ("matches", &q.matches),
+        ("attributes", &q.attributes),
+    ] {
+        if v.as_ref().is_some_and(|v| v.len() > 1024) {
+            return Err(ApiError::invalid(format!("{name} must be at most 1 KiB")));
+        }
+    }
+    if let Some(re) = &q.matches {
+        regex::RegexBuilder::new(re)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| ApiError::invalid(format!("matches is not a regular expression: {e}")))?;
+    }
+    let mut attributes = Vec::new();
+    for pair in q
+        .attributes
+        .iter()
+        .flat_map(|a| a.split(','))
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            ApiError::invalid(format!("attributes are key=value pairs, got {pair:?}"))
+        })?;
+        attributes.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    if attributes.len() > 20 {
+        return Err(ApiError::invalid("at most 20 attribute filters"));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LOG_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit must be 1 to {MAX_LOG_PAGE}"
+        )));
+    }
+    let before = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let search = query::views::LogSearch {
+        from_ns: range.from_ns,
+        to_ns: range.to_ns,
+        service: q.service,
+        min_severity: q.severity.as_deref().map(severity_number).transpose()?,
+        contains: q.contains,
+        matches: q.matches,
+        attributes,
+        limit,
+        before,
+    };
+    let out = query::views::search_logs(
+        state.telemetry.as_ref(),
+        p.scope(),
+        &search,
+        &state.query_limits,
+    )
+    .await?;
+    let logs = sql_json::to_objects(&out)?;
+    let next = (logs.len() == limit)
+        .then(|| next_page(&out, before))
+        .flatten()
+        .map(cursor_text);
+    Ok(Json(json!({"logs": logs, "next_cursor": next})))
 }
