@@ -136,6 +136,11 @@ async fn scenario(srv: TestServer, api: Api, admin: String) {
         .filter_map(|l| l["body"].as_str())
         .collect();
     assert_eq!(bodies, ["charging card", "card declined"], "earliest first");
+    assert_eq!(
+        arrow_bodies(&srv, &admin).await,
+        bodies,
+        "the SQL endpoint's Arrow IPC answer"
+    );
 
     let (status, services) = api
         .get("/api/v1/services?from=1970-01-01T00:00:01Z", &admin)
@@ -290,4 +295,39 @@ async fn log_search(srv: &TestServer, api: &Api, admin: &str, key: &str, other: 
             "{q}: {body}"
         );
     }
+}
+
+/// The same logs through `POST /api/v1/query/sql` as an Arrow IPC stream.
+async fn arrow_bodies(srv: &TestServer, token: &str) -> Vec<String> {
+    use arrow::array::{Array, StringArray};
+    let resp = srv
+        .client
+        .post(format!("{}/api/v1/query/sql", srv.api))
+        .bearer_auth(token)
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&json!({"sql": format!(
+            "SELECT body FROM logs_v3 WHERE trace_id = '{TRACE}' ORDER BY timestamp")}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = resp.bytes().await.expect("body");
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+            .expect("an Arrow IPC stream");
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let col = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("utf8 body");
+        out.extend((0..col.len()).map(|i| col.value(i).to_string()));
+    }
+    out
 }

@@ -175,8 +175,9 @@ struct SqlRequest {
 async fn query_sql(
     State(state): State<Arc<AppState>>,
     User(p): User,
+    headers: axum::http::HeaderMap,
     Body(body): Body<SqlRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if !p.may_read_telemetry() {
         return Err(ApiError::forbidden("this role cannot read telemetry"));
     }
@@ -189,5 +190,27 @@ async fn query_sql(
     }
     let out =
         query::run_scoped_sql(state.telemetry.as_ref(), p.scope(), &body.sql, &limits).await?;
-    Ok(Json(sql_json::to_json(&out)?))
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM));
+    if wants_arrow {
+        let bytes = out.to_arrow_ipc().map_err(ApiError::internal)?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, ARROW_STREAM),
+                (
+                    header::HeaderName::from_static("x-truncated"),
+                    if out.truncated { "true" } else { "false" },
+                ),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
+    Ok(Json(sql_json::to_json(&out)?).into_response())
 }
+
+/// The media type of an Arrow IPC stream, which `POST /api/v1/query/sql` answers with when the
+/// client accepts it.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
