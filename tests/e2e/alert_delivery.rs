@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, now_nanos, post_otlp};
+use crate::support::{TestServer, now_nanos};
 
 #[derive(Clone, Debug)]
 pub(crate) struct Arrival {
@@ -66,14 +66,8 @@ async fn scenario(pg_ch: Option<(String, String)>) {
     let (hook_port, hooks) = receiver(200).await;
     let (slack_port, slacks) = receiver(403).await;
     let (am_port, forwarded) = receiver(200).await;
-    let (srv, api, admin) = TestServer::with_admin_tuned(|c| {
-        c.plugin_http.allow_loopback_for_tests = true;
-        c.plugin_http.allow_plain_http = true;
+    let (srv, api, admin) = TestServer::for_alerts(pg_ch.as_ref(), |c| {
         c.alertmanager_url = Some(format!("http://127.0.0.1:{am_port}"));
-        if let Some((pg, ch)) = &pg_ch {
-            c.postgres_url = Some(pg.clone());
-            c.clickhouse = Some(crate::support::clickhouse_settings(ch));
-        }
     })
     .await;
 
@@ -127,16 +121,7 @@ async fn scenario(pg_ch: Option<(String, String)>) {
         "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
             "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": 12.0}]}}]}],
     }]});
-    let resp = post_otlp(
-        &srv.client,
-        &format!("{}/v1/metrics", srv.otlp_http),
-        Some(&key),
-        "application/json",
-        None,
-        body.to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(resp.status().as_u16(), 200);
+    srv.send_json(&key, "/v1/metrics", &body).await;
     let (status, rule) = api
         .post("/api/v1/alert-rules", Some(&admin), json!({
             "name": "QueueDeep",

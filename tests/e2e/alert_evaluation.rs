@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Api, TestServer, clickhouse_settings, now_nanos, post_otlp};
+use crate::support::{Api, TestServer, clickhouse_settings, now_nanos};
 
 /// The stacks to run on: always SQLite + embedded; PostgreSQL + ClickHouse when both are
 /// configured (CI makes them mandatory).
@@ -66,16 +66,8 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
     for (stack, srv, api, admin) in stacks().await {
         let (key, _) = api.key(&admin, &["metrics:write"], None).await;
         for (service, value) in [("checkout", 12.0), ("cart", 1.0)] {
-            let resp = post_otlp(
-                &srv.client,
-                &format!("{}/v1/metrics", srv.otlp_http),
-                Some(&key),
-                "application/json",
-                None,
-                gauge(service, value).to_string().into_bytes(),
-            )
-            .await;
-            assert_eq!(resp.status().as_u16(), 200, "{stack}");
+            srv.send_json(&key, "/v1/metrics", &gauge(service, value))
+                .await;
         }
 
         let (status, rule) = api
@@ -339,16 +331,8 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
 async fn alert_state_survives_a_restart() {
     let (mut srv, api, admin) = TestServer::with_admin().await;
     let (key, _) = api.key(&admin, &["metrics:write"], None).await;
-    let resp = post_otlp(
-        &srv.client,
-        &format!("{}/v1/metrics", srv.otlp_http),
-        Some(&key),
-        "application/json",
-        None,
-        gauge("checkout", 12.0).to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(resp.status().as_u16(), 200);
+    srv.send_json(&key, "/v1/metrics", &gauge("checkout", 12.0))
+        .await;
     let (status, rule) = api
         .post("/api/v1/alert-rules", Some(&admin), json!({
             "name": "Queue too deep",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::alert_delivery::{Log, receiver};
-use crate::support::{TestServer, now_nanos, post_otlp};
+use crate::support::{TestServer, now_nanos};
 
 /// `(alertname, service_name)` of every alert that arrived, in order.
 fn arrived(log: &Log) -> Vec<(String, String)> {
@@ -66,15 +66,7 @@ async fn silences_inhibitions_and_mute_windows_hold_back_notifications() {
 async fn scenario(pg_ch: Option<(String, String)>) {
     let (hook_port, hooks) = receiver(200).await;
     let (muted_port, muted) = receiver(200).await;
-    let (srv, api, admin) = TestServer::with_admin_tuned(|c| {
-        c.plugin_http.allow_loopback_for_tests = true;
-        c.plugin_http.allow_plain_http = true;
-        if let Some((pg, ch)) = &pg_ch {
-            c.postgres_url = Some(pg.clone());
-            c.clickhouse = Some(crate::support::clickhouse_settings(ch));
-        }
-    })
-    .await;
+    let (srv, api, admin) = TestServer::for_alerts(pg_ch.as_ref(), |_| {}).await;
 
     // Asia/Kolkata is UTC+05:30 all year: the window is now there, and not now in UTC.
     let kolkata: Vec<Value> = window_around_now(330)
@@ -143,16 +135,7 @@ async fn scenario(pg_ch: Option<(String, String)>) {
     };
     let body = json!({"resourceMetrics": [
         resource("checkout", 12.0), resource("search", 12.0), resource("billing", 200.0)]});
-    let resp = post_otlp(
-        &srv.client,
-        &format!("{}/v1/metrics", srv.otlp_http),
-        Some(&key),
-        "application/json",
-        None,
-        body.to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(resp.status().as_u16(), 200);
+    srv.send_json(&key, "/v1/metrics", &body).await;
     // The warning needs 3 s of pending, so the critical alert that inhibits it is firing first.
     for (name, above, pending) in [("QueueCritical", 100, "0s"), ("QueueWarn", 5, "3s")] {
         let (status, rule) = api

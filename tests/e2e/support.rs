@@ -86,6 +86,38 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// POSTs an OTLP/JSON body to `path` (`/v1/logs`, …) with `key`; it must be acknowledged.
+    pub async fn send_json(&self, key: &str, path: &str, body: &Value) {
+        let r = post_otlp(
+            &self.client,
+            &format!("{}{path}", self.otlp_http),
+            Some(key),
+            "application/json",
+            None,
+            body.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+
+    /// A server whose channel plugins may reach loopback receivers over plain HTTP, on SQLite +
+    /// embedded (`None`) or on the given PostgreSQL + ClickHouse stack; `tune` sets the rest.
+    pub async fn for_alerts(
+        stack: Option<&(String, String)>,
+        tune: impl FnOnce(&mut Config),
+    ) -> (TestServer, Api, String) {
+        TestServer::with_admin_tuned(|c| {
+            c.plugin_http.allow_loopback_for_tests = true;
+            c.plugin_http.allow_plain_http = true;
+            if let Some((pg, ch)) = stack {
+                c.postgres_url = Some(pg.clone());
+                c.clickhouse = Some(clickhouse_settings(ch));
+            }
+            tune(c);
+        })
+        .await
+    }
+
     pub async fn start() -> TestServer {
         TestServer::start_with(|_| {}).await
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Api, TestServer, now_nanos, post_otlp};
+use crate::support::{Api, TestServer, now_nanos};
 
 const TRACE: &str = "5b8efff798038103d269b633813fc60c";
 
@@ -57,19 +57,6 @@ fn logs_body(t0: u64) -> Value {
     ]}]}]})
 }
 
-async fn send(srv: &TestServer, key: &str, path: &str, body: &Value) {
-    let r = post_otlp(
-        &srv.client,
-        &format!("{}{path}", srv.otlp_http),
-        Some(key),
-        "application/json",
-        None,
-        body.to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(r.status().as_u16(), 200, "{path}");
-}
-
 #[tokio::test]
 async fn traces_services_and_log_search() {
     let (srv, api, admin) = TestServer::with_admin().await;
@@ -89,8 +76,8 @@ async fn scenario(srv: TestServer, api: Api, admin: String) {
     let _ = tenant_b;
     let (key, _) = api.key(&admin, &["traces:write", "logs:write"], None).await;
     let t0 = now_nanos() - 60_000_000_000;
-    send(&srv, &key, "/v1/traces", &trace_body(t0)).await;
-    send(&srv, &key, "/v1/logs", &logs_body(t0)).await;
+    srv.send_json(&key, "/v1/traces", &trace_body(t0)).await;
+    srv.send_json(&key, "/v1/logs", &logs_body(t0)).await;
 
     let (status, trace) = api.get(&format!("/api/v1/traces/{TRACE}"), &admin).await;
     assert_eq!(status, 200, "{trace}");
@@ -228,8 +215,7 @@ async fn bodies(api: &Api, token: &str, query: &str) -> Vec<String> {
 }
 
 async fn log_search(srv: &TestServer, api: &Api, admin: &str, key: &str, other: &str) {
-    send(
-        srv,
+    srv.send_json(
         key,
         "/v1/logs",
         &search_logs_body(now_nanos() - 30_000_000_000),
