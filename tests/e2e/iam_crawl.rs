@@ -554,7 +554,10 @@ async fn the_openapi_document_describes_every_route_and_every_route_exists() {
             assert!(op["responses"].is_object(), "{method} {path}");
             // Every documented operation is served: without credentials it answers 401 (or
             // 400/200 for the public ones), never 404/405.
-            let concrete = path.replace("{id}", "x").replace("{role_id}", "y");
+            let concrete = path
+                .replace("{id}", "x")
+                .replace("{role_id}", "y")
+                .replace("{widget_id}", "z");
             let (status, body, _) = api
                 .call(&method.to_uppercase(), &concrete, None, None)
                 .await;

@@ -87,7 +87,7 @@ pub(crate) struct ListQuery {
 }
 
 impl ListQuery {
-    fn page(&self) -> Page {
+    pub(crate) fn page(&self) -> Page {
         Page {
             limit: self.limit.unwrap_or(50).clamp(1, 500),
             after: self.after.clone(),
@@ -97,7 +97,7 @@ impl ListQuery {
 }
 
 /// `{items, next_after}`: `next_after` is the cursor of the next page, absent on the last.
-fn page_json<T>(
+pub(crate) fn page_json<T>(
     items: &[T],
     page: &Page,
     id: impl Fn(&T) -> &str,

@@ -10,6 +10,7 @@ mod auth;
 mod auth_routes;
 mod channel_routes;
 mod channels;
+mod dashboard_routes;
 mod error;
 mod grpc;
 mod iam_routes;
@@ -17,6 +18,7 @@ mod ingest;
 mod mail;
 mod otlp_http;
 mod plugins;
+mod query_routes;
 mod routes;
 mod sql_json;
 mod view_routes;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 pub use audit::{AuditEvent, AuditLog, AuditResult};
 pub use auth::{AccessCache, ApiKeyVerifier, Client};
 pub use channels::ChannelCapabilities;
+pub use dashboard_routes::install_dashboard_templates;
 pub use error::ApiError;
 pub use grpc::grpc_services;
 pub use ingest::reconvert;
@@ -35,7 +38,7 @@ pub use plugins::{AlertPlugins, PluginService};
 pub use routes::api_router;
 
 use iam::TokenKeys;
-use storage::{AlertStore, MetaStore, TelemetryStore};
+use storage::{AlertStore, DashboardStore, MetaStore, TelemetryStore};
 
 /// Limits on what clients send.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +117,8 @@ pub struct AppState {
     pub meta: Arc<dyn MetaStore>,
     /// Alert rules, notification groups, channels, silences (the same database as `meta`).
     pub alerts: Arc<dyn AlertStore>,
+    /// Dashboards, widgets, templates (the same database as `meta`).
+    pub dashboards: Arc<dyn DashboardStore>,
     pub telemetry: Arc<dyn TelemetryStore>,
     pub tokens: TokenKeys,
     pub keys: ApiKeyVerifier,
@@ -133,6 +138,7 @@ impl AppState {
     pub fn new(
         meta: Arc<dyn MetaStore>,
         alerts: Arc<dyn AlertStore>,
+        dashboards: Arc<dyn DashboardStore>,
         telemetry: Arc<dyn TelemetryStore>,
         tokens: TokenKeys,
         limits: IngestLimits,
@@ -148,6 +154,7 @@ impl AppState {
             plugins,
             meta,
             alerts,
+            dashboards,
             telemetry,
             tokens,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),

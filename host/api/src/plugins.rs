@@ -880,24 +880,10 @@ async fn run_plugin(
     let compiled = found.compiled(&state).await?;
     let plugin_id = found.id().to_string();
     if kind == Some(PluginKind::WidgetTransform) {
-        let rt = Arc::clone(&state.plugins.runtime);
-        let config = body.config.to_string();
         let input = inputs.swap_remove(0).data;
-        let result = tokio::task::spawn_blocking(move || rt.transform(&compiled, &input, &config))
-            .await
-            .map_err(ApiError::internal)?;
-        let out = result.map_err(plugin_error)?;
-        let (schema, batches) = read_ipc(&out).map_err(|m| {
-            plugin_error(PluginError::InvalidOutput {
-                plugin: plugin_id.clone(),
-                message: m,
-            })
-        })?;
-        let output = query::SqlOutput {
-            schema,
-            batches,
-            truncated: false,
-        };
+        let output = transform(&state, compiled, &plugin_id, input, body.config.to_string())
+            .await?
+            .map_err(plugin_error)?;
         return Ok(Json(crate::sql_json::to_json(&output)?));
     }
     let now = Utc::now().timestamp_millis();
@@ -1038,6 +1024,32 @@ fn read_ipc(
 }
 
 /// A query result as one Arrow IPC stream.
+/// Runs a widget transform on an Arrow IPC stream (on a blocking thread: the call is
+/// synchronous and may take its whole deadline); its output, checked to be Arrow IPC.
+pub(crate) async fn transform(
+    state: &AppState,
+    compiled: Arc<CompiledPlugin>,
+    plugin_id: &str,
+    input: Vec<u8>,
+    config: String,
+) -> Result<Result<query::SqlOutput, PluginError>, ApiError> {
+    let rt = Arc::clone(&state.plugins.runtime);
+    let result = tokio::task::spawn_blocking(move || rt.transform(&compiled, &input, &config))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(result.and_then(|out| {
+        let (schema, batches) = read_ipc(&out).map_err(|m| PluginError::InvalidOutput {
+            plugin: plugin_id.to_string(),
+            message: m,
+        })?;
+        Ok(query::SqlOutput {
+            schema,
+            batches,
+            truncated: false,
+        })
+    }))
+}
+
 fn arrow_ipc(out: &query::SqlOutput) -> Result<Vec<u8>, ApiError> {
     out.to_arrow_ipc().map_err(ApiError::internal)
 }

@@ -105,6 +105,8 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .merge(crate::alert_routes::router())
         .merge(crate::channel_routes::router())
         .merge(crate::view_routes::router())
+        .merge(crate::query_routes::router())
+        .merge(crate::dashboard_routes::router())
         .split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the OpenAPI document");
@@ -188,8 +190,13 @@ async fn query_sql(
     if let Some(n) = body.max_rows {
         limits.max_rows = n.clamp(1, limits.max_rows);
     }
-    let out =
-        query::run_scoped_sql(state.telemetry.as_ref(), p.scope(), &body.sql, &limits).await?;
+    let out = crate::query_routes::within_time_limit(query::run_scoped_sql(
+        state.telemetry.as_ref(),
+        p.scope(),
+        &body.sql,
+        &limits,
+    ))
+    .await?;
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

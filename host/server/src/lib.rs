@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::{AppState, IngestLimits};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use storage::{AlertStore, MetaStore, TelemetryStore};
+use storage::{AlertStore, DashboardStore, MetaStore, TelemetryStore};
 use storage_clickhouse::ClickHouseStore;
 use storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::watch;
@@ -98,14 +98,16 @@ pub async fn open_meta(config: &Config) -> anyhow::Result<Metadata> {
     });
     Ok(Metadata {
         meta: store.clone(),
-        alerts: store,
+        alerts: store.clone(),
+        dashboards: store,
     })
 }
 
-/// The metadata store, seen through its two ports.
+/// The metadata store, seen through its three ports.
 pub struct Metadata {
     pub meta: Arc<dyn MetaStore>,
     pub alerts: Arc<dyn AlertStore>,
+    pub dashboards: Arc<dyn DashboardStore>,
 }
 
 async fn open_telemetry(config: &Config, limits: &IngestLimits) -> anyhow::Result<Telemetry> {
@@ -272,7 +274,19 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let Metadata { meta, alerts } = open_meta(&config).await?;
+        let Metadata {
+            meta,
+            alerts,
+            dashboards,
+        } = open_meta(&config).await?;
+        api::install_dashboard_templates(dashboards.as_ref())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot install the shipped dashboard templates: {}",
+                    e.message
+                )
+            })?;
         let generated_admin = bootstrap_admin(meta.as_ref(), &config).await?;
 
         let limits = IngestLimits {
@@ -307,6 +321,7 @@ impl Server {
         let state = AppState::new(
             Arc::clone(&meta),
             alerts,
+            dashboards,
             telemetry.port(),
             tokens,
             limits,

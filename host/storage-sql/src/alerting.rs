@@ -116,7 +116,7 @@ fn attempt_from(r: &Row) -> Result<AttemptRecord, DbError> {
     })
 }
 
-fn all<T>(rows: &[Row], f: fn(&Row) -> Result<T, DbError>) -> Result<Vec<T>, MetaError> {
+pub(crate) fn all<T>(rows: &[Row], f: fn(&Row) -> Result<T, DbError>) -> Result<Vec<T>, MetaError> {
     rows.iter()
         .map(f)
         .collect::<Result<_, _>>()
@@ -166,7 +166,7 @@ async fn link_groups(
 }
 
 impl SqlMetaStore {
-    async fn fetch_one_of<T>(
+    pub(crate) async fn fetch_one_of<T>(
         &self,
         sql: &str,
         id: &str,

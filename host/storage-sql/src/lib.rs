@@ -4,6 +4,7 @@
 //! implementation; the conformance suite in `tests/meta` runs it on both.
 
 mod alerting;
+mod dashboards;
 mod db;
 mod store;
 

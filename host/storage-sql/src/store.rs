@@ -561,6 +561,9 @@ impl SqlMetaStore {
             "DELETE FROM notification_groups WHERE tenant_id = $1",
             "DELETE FROM silences WHERE tenant_id = $1",
             "DELETE FROM notification_attempts WHERE tenant_id = $1",
+            "DELETE FROM widgets WHERE dashboard_id IN \
+             (SELECT dashboard_id FROM dashboards WHERE tenant_id = $1)",
+            "DELETE FROM dashboards WHERE tenant_id = $1",
             "DELETE FROM tenants WHERE tenant_id = $1",
         ] {
             tx.execute(stmt, args![tenant_id]).await.map_err(backend)?;
@@ -581,6 +584,12 @@ impl SqlMetaStore {
         }
         tx.execute(
             "DELETE FROM api_keys WHERE workspace_id = $1",
+            args![workspace_id],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM dashboard_templates WHERE workspace_id = $1",
             args![workspace_id],
         )
         .await

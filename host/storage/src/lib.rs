@@ -5,12 +5,17 @@
 //! `storage-postgres`); only the `server` crate names them.
 
 mod alerting;
+mod dashboards;
 mod meta;
 mod telemetry;
 
 pub use alerting::{
     AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, ChannelWrite, GroupRecord,
     GroupWrite, NewSilence, RuleStateRecord, RuleWrite, SilenceRecord,
+};
+pub use dashboards::{
+    DashboardRecord, DashboardStore, DashboardWrite, TemplateRecord, TemplateWrite, WidgetRecord,
+    WidgetWrite,
 };
 pub use meta::{
     ACTIONS, ApiKeyRecord, ApiKeyStatus, ApiKeyUsage, ConsumedToken, Entity, EntityPatch,

@@ -1,0 +1,181 @@
+//! `POST /api/v1/query`: the query model dashboards call (named builder queries and formulas
+//! over them, `query::builder`), answered as chart-ready series. Reads are scoped to the
+//! caller's tenant, bounded in range, points, rows, memory and time; a request the client
+//! abandons stops its query (the handler's future, and with it DataFusion's streams, is dropped).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use query::builder::{BuilderQuery, Formula, Request, Signal};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::User;
+use crate::routes::Body;
+use crate::{ApiError, AppState};
+
+/// The longest range of a request reading logs or spans.
+pub(crate) const MAX_RAW_RANGE_DAYS: i64 = 31;
+/// The longest range of a request reading only metrics (rollups answer long ranges).
+pub(crate) const MAX_METRICS_RANGE_DAYS: i64 = 400;
+/// How long one request's queries may run together.
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(run_query))
+}
+
+/// A time as a client gives it: Unix milliseconds, RFC 3339, `now`, or `now-1h`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TimeArg {
+    Millis(i64),
+    Text(String),
+}
+
+impl TimeArg {
+    fn to_ns(&self, now: DateTime<Utc>, field: &str) -> Result<i64, ApiError> {
+        let t = match self {
+            TimeArg::Millis(ms) => DateTime::<Utc>::from_timestamp_millis(*ms),
+            TimeArg::Text(s) if s == "now" => Some(now),
+            TimeArg::Text(s) if s.starts_with("now-") => {
+                let ms = alert::spec::parse_duration(&s[4..])
+                    .map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
+                Some(now - chrono::Duration::milliseconds(ms))
+            }
+            TimeArg::Text(s) => DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+        };
+        t.and_then(|t| t.timestamp_nanos_opt()).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{field}: a time is Unix milliseconds, RFC 3339, now or now-<duration>"
+            ))
+        })
+    }
+}
+
+/// The body of `POST /api/v1/query`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryBody {
+    /// Unix milliseconds, RFC 3339, `now` or `now-<duration>` (default `now-1h`).
+    #[schema(value_type = Option<Object>)]
+    pub from: Option<TimeArg>,
+    /// As `from` (default `now`).
+    #[schema(value_type = Option<Object>)]
+    pub to: Option<TimeArg>,
+    /// The bucket width (`30s`, `5m`); picked from the range and `max_points` when absent.
+    pub step: Option<String>,
+    /// Points per series at most (default 500, at most 11,000).
+    pub max_points: Option<usize>,
+    /// One value per group over the whole range instead of time buckets (stat, gauge, table).
+    #[serde(default)]
+    pub instant: bool,
+    /// Named builder queries: `{name, signal, metric?, aggregation, field?, quantile?,
+    /// filters: [{key, op, value}], group_by, order, limit, hidden}`.
+    #[schema(value_type = Vec<Object>)]
+    pub queries: Vec<BuilderQuery>,
+    /// Formulas over the queries' names: `{name, expression: "A / B * 100"}`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub formulas: Vec<Formula>,
+}
+
+impl QueryBody {
+    /// The engine's request: times resolved at `now`, the range and step checked.
+    pub(crate) fn to_request(&self, now: DateTime<Utc>) -> Result<Request, ApiError> {
+        let to_ns = match &self.to {
+            Some(t) => t.to_ns(now, "to")?,
+            None => now.timestamp_nanos_opt().unwrap_or_default(),
+        };
+        let from_ns = match &self.from {
+            Some(t) => t.to_ns(now, "from")?,
+            None => to_ns - 3_600_000_000_000,
+        };
+        if from_ns >= to_ns {
+            return Err(ApiError::invalid("from must be before to"));
+        }
+        let only_metrics = self.queries.iter().all(|q| q.signal == Signal::Metrics);
+        let max_days = if only_metrics {
+            MAX_METRICS_RANGE_DAYS
+        } else {
+            MAX_RAW_RANGE_DAYS
+        };
+        if to_ns - from_ns > max_days * 86_400 * 1_000_000_000 {
+            return Err(ApiError::invalid(format!(
+                "the range is longer than {max_days} days{}; shorten it",
+                if only_metrics {
+                    ""
+                } else {
+                    " (logs and spans)"
+                }
+            )));
+        }
+        let step_ms = self
+            .step
+            .as_deref()
+            .map(|s| {
+                alert::spec::parse_duration(s).map_err(|e| ApiError::invalid(format!("step: {e}")))
+            })
+            .transpose()?;
+        let max_points = self.max_points.unwrap_or(500);
+        if max_points == 0 || max_points > query::builder::MAX_POINTS {
+            return Err(ApiError::invalid(format!(
+                "max_points is between 1 and {}",
+                query::builder::MAX_POINTS
+            )));
+        }
+        Ok(Request {
+            from_ns,
+            to_ns,
+            step_ms,
+            max_points,
+            instant: self.instant,
+            queries: self.queries.clone(),
+            formulas: self.formulas.clone(),
+        })
+    }
+}
+
+/// Runs `future` within the query time limit.
+pub(crate) async fn within_time_limit<T>(
+    future: impl Future<Output = Result<T, query::QueryError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, future).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ApiError::invalid(format!(
+            "the query ran longer than its limit of {} s; narrow the range or the filters",
+            QUERY_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Runs named builder queries and formulas over the caller's telemetry; each result is a list
+/// of series (`labels` and `points` as `[unix ms, value or null]`, one per bucket).
+#[utoipa::path(post, path = "/api/v1/query", tag = "query", request_body = QueryBody,
+    security(("bearer" = [])),
+    responses((status = 200, description = "the series of every query and formula"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
+async fn run_query(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Body(body): Body<QueryBody>,
+) -> Result<Json<Value>, ApiError> {
+    if !p.may_read_telemetry() {
+        return Err(ApiError::forbidden("this role cannot read telemetry"));
+    }
+    let request = body.to_request(Utc::now())?;
+    let out = within_time_limit(query::builder::run(
+        state.telemetry.as_ref(),
+        p.scope(),
+        &request,
+        &state.query_limits,
+    ))
+    .await?;
+    Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?))
+}
