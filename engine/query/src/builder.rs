@@ -1350,7 +1350,10 @@ mod tests {
         assert_eq!(pick_step(0, hour, None, 500).expect("a step"), 10_000);
         assert_eq!(pick_step(0, 24 * hour, None, 500).expect("a step"), 300_000);
         assert!(pick_step(0, hour, Some(1_000), 500).is_err());
-        assert_eq!(pick_step(0, hour, Some(60_000), 500).expect("a step"), 60_000);
+        assert_eq!(
+            pick_step(0, hour, Some(60_000), 500).expect("a step"),
+            60_000
+        );
     }
 
     #[test]
