@@ -25,6 +25,7 @@ mod channels;
 mod dashboards;
 mod durability;
 mod email_flows;
+mod grafana;
 mod iam_crawl;
 mod operations;
 mod otlp_json;

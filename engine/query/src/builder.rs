@@ -790,7 +790,9 @@ pub async fn run(
             to_series(&rows, c, r.instant.then_some(r.from_ns / 1_000_000))?
         };
         if !r.instant {
-            fill(&mut series, r, step_ms);
+            // A bucket without rows counted nothing: 0, not "no value".
+            let empty = (q.aggregation == Aggregation::Count).then_some(0.0);
+            fill(&mut series, r, step_ms, empty);
         }
         order_and_limit(&mut series, q.order, q.limit);
         outputs.push(Output {
@@ -824,15 +826,16 @@ pub async fn run(
     })
 }
 
-/// Every bucket of the range in every series, `None` where a series has no value.
-fn fill(series: &mut [Series], r: &Request, step_ms: i64) {
+/// Every bucket of the range in every series; `empty` where a series has no value.
+fn fill(series: &mut [Series], r: &Request, step_ms: i64, empty: Option<f64>) {
     let first = (r.from_ns / 1_000_000).div_euclid(step_ms) * step_ms;
     let end = r.to_ns / 1_000_000;
     for s in series {
         let have: BTreeMap<i64, Option<f64>> = s.points.drain(..).collect();
         let mut t = first;
         while t < end {
-            s.points.push((t, have.get(&t).copied().flatten()));
+            s.points
+                .push((t, have.get(&t).copied().flatten().or(empty)));
             t += step_ms;
         }
     }

@@ -348,6 +348,32 @@ impl FromRequestParts<Arc<AppState>> for User {
     }
 }
 
+/// A caller that reads telemetry: a signed-in user (access token), or an API key (`tfk-…` as a
+/// bearer token or in `x-api-key`, its rate limit applied) with read permissions. Tools that
+/// poll, such as Grafana, hold a key: access tokens last minutes.
+pub struct Reader(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(key) = presented_api_key(&parts.headers).filter(|k| k.starts_with("tfk-")) {
+            let key = key.to_string();
+            let ip = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default();
+            return Ok(Reader(state.keys.verify(&key, &ip, "query").await?));
+        }
+        let User(p) = User::from_request_parts(parts, state).await?;
+        Ok(Reader(p))
+    }
+}
+
 /// Where a request came from, for sessions and the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct Client {

@@ -963,6 +963,7 @@ async fn run_widget(
         instant: stored.instant,
         queries: Vec::new(),
         formulas: Vec::new(),
+        format: None,
     };
     if let Some(sql) = &stored.sql {
         // The range is resolved like a builder request's (and checked the same way).

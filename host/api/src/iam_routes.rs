@@ -1208,13 +1208,13 @@ fn check_key_permissions(permissions: &[String]) -> Result<Vec<String>, ApiError
     if permissions.is_empty() {
         return Err(ApiError::invalid("permissions must not be empty"));
     }
-    if let Some(bad) = permissions
-        .iter()
-        .find(|p| !iam::INGEST_PERMISSIONS.contains(&p.as_str()))
-    {
+    let known =
+        |p: &str| iam::INGEST_PERMISSIONS.contains(&p) || iam::READ_PERMISSIONS.contains(&p);
+    if let Some(bad) = permissions.iter().find(|p| !known(p)) {
         return Err(ApiError::invalid(format!(
-            "unknown permission {bad:?}; allowed: {}",
-            iam::INGEST_PERMISSIONS.join(", ")
+            "unknown permission {bad:?}; allowed: {}, {}",
+            iam::INGEST_PERMISSIONS.join(", "),
+            iam::READ_PERMISSIONS.join(", ")
         )));
     }
     let mut out = permissions.to_vec();

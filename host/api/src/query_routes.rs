@@ -11,11 +11,11 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use query::builder::{BuilderQuery, Formula, Request, Signal};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::User;
+use crate::auth::Reader;
 use crate::routes::Body;
 use crate::{ApiError, AppState};
 
@@ -43,6 +43,11 @@ impl TimeArg {
         let t = match self {
             TimeArg::Millis(ms) => DateTime::<Utc>::from_timestamp_millis(*ms),
             TimeArg::Text(s) if s == "now" => Some(now),
+            // Grafana fills `"${__from}"` in a JSON string: milliseconds as text.
+            TimeArg::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+                .parse()
+                .ok()
+                .and_then(DateTime::<Utc>::from_timestamp_millis),
             TimeArg::Text(s) if s.starts_with("now-") => {
                 let ms = alert::spec::parse_duration(&s[4..])
                     .map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
@@ -85,6 +90,11 @@ pub(crate) struct QueryBody {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub formulas: Vec<Formula>,
+    /// `series` (the default: `results[].series[].points`) or `rows`: one flat object per
+    /// point, `{time, query, <labels…>, value}` (`.` in label names becomes `_`), the shape
+    /// table-minded clients such as Grafana's Infinity data source read directly.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 impl QueryBody {
@@ -163,12 +173,21 @@ pub(crate) async fn within_time_limit<T>(
     responses((status = 200, description = "the series of every query and formula"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn run_query(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     Body(body): Body<QueryBody>,
 ) -> Result<Json<Value>, ApiError> {
     if !p.may_read_telemetry() {
         return Err(ApiError::forbidden("this role cannot read telemetry"));
     }
+    let flat = match body.format.as_deref() {
+        None | Some("series") => false,
+        Some("rows") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "format is series or rows, not {other:?}"
+            )));
+        }
+    };
     let request = body.to_request(Utc::now())?;
     let out = within_time_limit(query::builder::run(
         state.telemetry.as_ref(),
@@ -177,5 +196,31 @@ async fn run_query(
         &state.query_limits,
     ))
     .await?;
+    if flat {
+        return Ok(Json(rows(&out)));
+    }
     Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?))
+}
+
+/// The answer as one object per point: `{time (Unix ms), query, <label>…, value}`, points
+/// without a value left out. Label names have `_` for `.` (`service_name`): clients read
+/// columns by dotted paths.
+fn rows(out: &query::builder::Response) -> Value {
+    let mut rows = Vec::new();
+    for r in &out.results {
+        for s in &r.series {
+            for (t, v) in &s.points {
+                let Some(v) = v else { continue };
+                let mut row = serde_json::Map::new();
+                row.insert("time".into(), json!(t));
+                row.insert("query".into(), json!(r.name));
+                for (k, l) in &s.labels {
+                    row.insert(k.replace('.', "_"), json!(l));
+                }
+                row.insert("value".into(), json!(v));
+                rows.push(Value::Object(row));
+            }
+        }
+    }
+    json!({"from_ms": out.from_ms, "to_ms": out.to_ms, "step_ms": out.step_ms, "rows": rows})
 }

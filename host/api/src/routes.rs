@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::User;
+use crate::auth::Reader;
 use crate::{ApiError, AppState, sql_json};
 
 /// A JSON body whose rejections are 400s with the reason.
@@ -171,12 +171,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 struct SqlRequest {
     sql: String,
     max_rows: Option<usize>,
+    /// `arrays` (the default: each row an array in column order) or `objects` (each row an
+    /// object keyed by column name, for clients that select columns by name).
+    format: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/query/sql", tag = "query", request_body = SqlRequest, security(("bearer" = [])), responses((status = 200, description = "ok"), (status = "4XX", description = "an error with its reason: {\"error\": …}")))]
 async fn query_sql(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     headers: axum::http::HeaderMap,
     Body(body): Body<SqlRequest>,
 ) -> Result<Response, ApiError> {
@@ -215,7 +218,22 @@ async fn query_sql(
         )
             .into_response());
     }
-    Ok(Json(sql_json::to_json(&out)?).into_response())
+    match body.format.as_deref() {
+        None | Some("arrays") => Ok(Json(sql_json::to_json(&out)?).into_response()),
+        Some("objects") => {
+            let mut v = sql_json::to_json(&out)?;
+            v["rows"] = serde_json::Value::Array(
+                sql_json::to_objects(&out)?
+                    .into_iter()
+                    .map(serde_json::Value::Object)
+                    .collect(),
+            );
+            Ok(Json(v).into_response())
+        }
+        Some(other) => Err(ApiError::invalid(format!(
+            "format is arrays or objects, not {other:?}"
+        ))),
+    }
 }
 
 /// The media type of an Arrow IPC stream, which `POST /api/v1/query/sql` answers with when the

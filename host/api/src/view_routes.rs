@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use iam::Principal;
 
-use crate::auth::User;
+use crate::auth::Reader;
 use crate::iam_routes::Params;
 use crate::{ApiError, AppState, sql_json};
 
@@ -110,7 +110,7 @@ fn span_tree(spans: Vec<Map<String, Value>>) -> Vec<Value> {
     responses((status = 200, description = "the trace"), (status = "4XX", description = "an error with its reason")))]
 async fn get_trace(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     may_read(&p)?;
@@ -160,7 +160,7 @@ async fn get_trace(
     responses((status = 200, description = "the trace's logs"), (status = "4XX", description = "an error with its reason")))]
 async fn get_trace_logs(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     may_read(&p)?;
@@ -244,7 +244,7 @@ fn red(out: &query::SqlOutput, seconds: f64) -> Result<Vec<Value>, ApiError> {
     responses((status = 200, description = "the services"), (status = "4XX", description = "an error with its reason")))]
 async fn list_services(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     Params(q): Params<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     may_read(&p)?;
@@ -266,7 +266,7 @@ async fn list_services(
     responses((status = 200, description = "the operations"), (status = "4XX", description = "an error with its reason")))]
 async fn list_operations(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     Path(service): Path<String>,
     Params(q): Params<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -370,7 +370,7 @@ fn next_page(out: &query::SqlOutput, before: Option<(i64, usize)>) -> Option<(i6
     responses((status = 200, description = "a page of logs"), (status = "4XX", description = "an error with its reason")))]
 async fn search_logs(
     State(state): State<Arc<AppState>>,
-    User(p): User,
+    Reader(p): Reader,
     Params(q): Params<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
     may_read(&p)?;

@@ -6,6 +6,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// Permissions an ingest key may carry.
+/// Read permissions an API key may carry, for tools that hold a key rather than a session
+/// (Grafana): the query endpoints read that signal's telemetry, nothing else.
+pub const READ_PERMISSIONS: [&str; 3] = ["traces:read", "metrics:read", "logs:read"];
+
 pub const INGEST_PERMISSIONS: [&str; 4] = [
     "traces:write",
     "metrics:write",

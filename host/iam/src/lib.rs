@@ -9,7 +9,8 @@ mod token;
 mod totp;
 
 pub use api_key::{
-    ApiKeyMaterial, INGEST_PERMISSIONS, fast_digest, generate_api_key, parse_api_key,
+    ApiKeyMaterial, INGEST_PERMISSIONS, READ_PERMISSIONS, fast_digest, generate_api_key,
+    parse_api_key,
 };
 pub use password::{PasswordError, hash_password, validate_password, verify_password};
 pub use sealed::{SealError, SecretBox};
@@ -55,7 +56,16 @@ impl Principal {
             Principal::User { permissions, .. } => permissions
                 .binary_search_by(|p| p.as_str().cmp(permission))
                 .is_ok(),
-            Principal::ApiKey { .. } => false,
+            // A key reads the telemetry its read permissions name (`metrics:read` grants
+            // `metric:read`), and nothing else a user permission covers.
+            Principal::ApiKey { permissions, .. } => match permission {
+                "metric:read" | "log:read" | "trace:read" => {
+                    let (resource, _) = permission.split_at(permission.len() - ":read".len());
+                    let key_form = format!("{resource}s:read");
+                    permissions.contains(&key_form)
+                }
+                _ => false,
+            },
         }
     }
 
