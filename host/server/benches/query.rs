@@ -93,8 +93,8 @@ async fn load(store: &dyn TelemetryStore, scope: &Scope, start_ns: i64) -> Durat
     for c in 0..ROWS / (SERVICES * PER_SERVICE) {
         let req = chunk(start_ns, c);
         let now = u64::try_from(start_ns + HOUR_NS).unwrap_or(0);
-        let converted = otlp::metrics_to_batches(&req, scope, &otlp::Limits::default(), now)
-            .expect("convert");
+        let converted =
+            otlp::metrics_to_batches(&req, scope, &otlp::Limits::default(), now).expect("convert");
         loop {
             match store.write(converted.batches.clone()).await {
                 Ok(()) => break,
@@ -179,7 +179,11 @@ where
 {
     let t = Instant::now();
     let rows = f().await;
-    assert_eq!(rows, SERVICES * 60 * 2, "every service, bucket and aggregation");
+    assert_eq!(
+        rows,
+        SERVICES * 60 * 2,
+        "every service, bucket and aggregation"
+    );
     let cold = t.elapsed();
     let mut hot = Vec::with_capacity(HOT_RUNS);
     for _ in 0..HOT_RUNS {
@@ -286,7 +290,11 @@ async fn run() {
         }
     })
     .await;
-    report("embedded, avg + p99 by service, 1m buckets, 1h, 10M points", &ours, &base);
+    report(
+        "embedded, avg + p99 by service, 1m buckets, 1h, 10M points",
+        &ours,
+        &base,
+    );
 
     if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
         clickhouse(&url, &scope, start_ns, &request, &limits).await;

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use model::schema_of;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -34,10 +33,10 @@ pub(crate) fn compact_once(shared: &Shared) -> std::io::Result<Vec<PathBuf>> {
     else {
         return Ok(Vec::new());
     };
-    let Some(table) = sources[0].table() else {
+    let Some(schema) = sources[0].schema() else {
         return Ok(Vec::new());
     };
-    let schema = schema_of(table);
+    let table_name = sources[0].table.clone();
     let name = format!(
         "{:012}-c{}.parquet",
         manifest.flushed_segment,
@@ -73,7 +72,7 @@ pub(crate) fn compact_once(shared: &Shared) -> std::io::Result<Vec<PathBuf>> {
     let replaced: Vec<String> = sources.iter().map(|f| f.path.clone()).collect();
     let merged = FileMeta {
         path: format!("{dir}/{name}"),
-        table: table.name().to_string(),
+        table: table_name,
         min_ts,
         max_ts,
         rows,

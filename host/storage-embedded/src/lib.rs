@@ -23,6 +23,7 @@ mod compact;
 mod manifest;
 mod parquet_files;
 mod provider;
+mod rollups;
 mod wal;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
-use model::Table;
+use datafusion::error::DataFusionError;
+use model::{Rollup, Table};
 use parking_lot::{Mutex, RwLock};
 use query::TelemetryTables;
 use storage::{
@@ -386,8 +388,12 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> std::io::Result<u64> {
     let live: std::collections::HashSet<&str> =
         manifest.files.iter().map(|f| f.path.as_str()).collect();
     let mut removed = 0;
-    for table in Table::ALL {
-        let tdir = dir.join(table.name());
+    let names = Table::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain(Rollup::ALL.iter().map(|r| r.name()));
+    for name in names {
+        let tdir = dir.join(name);
         let Ok(days) = std::fs::read_dir(&tdir) else {
             continue;
         };
@@ -400,7 +406,7 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> std::io::Result<u64> {
                 let file = file?;
                 let rel = format!(
                     "{}/{}/{}",
-                    table.name(),
+                    name,
                     day.file_name().to_string_lossy(),
                     file.file_name().to_string_lossy()
                 );
@@ -601,6 +607,19 @@ fn flush_frozen(shared: &Shared, frozen: &Arc<Frozen>) -> std::io::Result<()> {
             frozen.upto_segment,
         )?);
     }
+    // The rollups of the points flushed, in the same manifest change as the points.
+    if let Some(points) = frozen.tables.get(&Table::Metrics) {
+        for rollup in Rollup::ALL {
+            if let Some(batch) = rollups::partials(points, rollup).map_err(std::io::Error::other)? {
+                files.push(rollups::write_partials(
+                    &shared.dir,
+                    rollup,
+                    &batch,
+                    frozen.upto_segment,
+                )?);
+            }
+        }
+    }
     let _guard = shared.manifest_lock.lock();
     let mut manifest = shared.state.read().manifest.clone();
     manifest.files.extend(files);
@@ -639,10 +658,11 @@ fn retention(shared: &Shared, now: SystemTime) -> std::io::Result<usize> {
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let expired = |f: &FileMeta| {
-        let days = f
-            .table()
-            .and_then(|t| shared.config.retention_days.get(&t).copied())
-            .unwrap_or(30);
+        let days = match (f.table(), rollups::rollup_named(&f.table)) {
+            (Some(t), _) => shared.config.retention_days.get(&t).copied().unwrap_or(30),
+            (None, Some(r)) => r.default_retention_days(),
+            (None, None) => 30,
+        };
         f.max_ts < now_ns - i64::from(days) * 86_400_000_000_000
     };
     let _guard = shared.manifest_lock.lock();
@@ -672,6 +692,10 @@ impl TelemetryTables for EmbeddedStore {
             Arc::clone(&self.shared),
             table,
         ))
+    }
+
+    fn rollup_provider(&self, rollup: Rollup) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        rollups::provider(&self.shared, rollup)
     }
 }
 

@@ -27,6 +27,14 @@ impl FileMeta {
     pub fn table(&self) -> Option<Table> {
         Table::from_name(&self.table)
     }
+
+    /// The schema of the file's rows: its table's or its rollup's.
+    pub fn schema(&self) -> Option<arrow::datatypes::SchemaRef> {
+        match self.table() {
+            Some(t) => Some(model::schema_of(t)),
+            None => crate::rollups::rollup_named(&self.table).map(model::rollup_schema),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

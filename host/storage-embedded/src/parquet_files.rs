@@ -26,7 +26,7 @@ fn timestamps(batch: &RecordBatch) -> Option<&TimestampNanosecondArray> {
         .downcast_ref::<TimestampNanosecondArray>()
 }
 
-fn day_label(day: i64) -> String {
+pub(crate) fn day_label(day: i64) -> String {
     chrono::DateTime::from_timestamp(day * 86_400, 0)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| format!("day{day}"))

@@ -22,7 +22,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use model::{Table, schema_of};
+use model::{Rollup, Table, rollup_schema, schema_of};
 
 use crate::Shared;
 
@@ -30,7 +30,11 @@ use crate::Shared;
 pub(crate) struct EmbeddedTable {
     shared: Arc<Shared>,
     table: Table,
+    /// The manifest's name of the files read (a table's, or a rollup's).
+    name: &'static str,
     schema: SchemaRef,
+    files: bool,
+    memory: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -40,11 +44,35 @@ impl std::fmt::Debug for Shared {
 }
 
 impl EmbeddedTable {
+    /// A table: its files and its rows not flushed yet.
     pub fn new(shared: Arc<Shared>, table: Table) -> EmbeddedTable {
         EmbeddedTable {
             shared,
             table,
+            name: table.name(),
             schema: schema_of(table),
+            files: true,
+            memory: true,
+        }
+    }
+
+    /// Only a table's rows not flushed yet.
+    pub fn unflushed(shared: Arc<Shared>, table: Table) -> EmbeddedTable {
+        EmbeddedTable {
+            files: false,
+            ..EmbeddedTable::new(shared, table)
+        }
+    }
+
+    /// A rollup's partial files (rows of one key in several files are merged by the reader).
+    pub fn rollup_files(shared: Arc<Shared>, rollup: Rollup) -> EmbeddedTable {
+        EmbeddedTable {
+            shared,
+            table: Table::Metrics,
+            name: rollup.name(),
+            schema: rollup_schema(rollup),
+            files: true,
+            memory: false,
         }
     }
 }
@@ -176,12 +204,15 @@ impl TableProvider for EmbeddedTable {
                 .manifest
                 .files
                 .iter()
-                .filter(|f| f.table() == Some(self.table) && bounds.overlaps(f.min_ts, f.max_ts))
+                .filter(|f| {
+                    self.files && f.table == self.name && bounds.overlaps(f.min_ts, f.max_ts)
+                })
                 .map(|f| self.shared.dir.join(&f.path).to_string_lossy().into_owned())
                 .collect();
             let mems =
                 std::iter::once(&st.active.tables).chain(st.frozen.iter().map(|f| &f.tables));
             let memory = mems
+                .filter(|_| self.memory)
                 .filter_map(|t| t.get(&self.table))
                 .flat_map(|b| b.iter().cloned())
                 .collect();

@@ -158,3 +158,150 @@ async fn small_files_of_a_day_are_merged_into_one_without_changing_results() {
     assert_eq!(count(&store, "").await, 60);
     store.close().await.expect("close");
 }
+
+/// One gauge point per service for `service` names, at `at`, of value `v`.
+fn points(at: u64, values: &[(&str, f64)]) -> Vec<(Table, arrow::array::RecordBatch)> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: values
+            .iter()
+            .map(|(service, v)| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue((*service).into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "load".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: at,
+                                value: Some(number_data_point::Value::AsDouble(*v)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    otlp::metrics_to_batches(&req, &scope(), &otlp::Limits::default(), now())
+        .expect("convert")
+        .batches
+}
+
+/// `sql` over the store's metrics and rollups, as text.
+async fn table_text(store: &EmbeddedStore, sql: &str) -> String {
+    let ctx = SessionContext::new();
+    ctx.register_table("metrics_v3", store.table_provider(Table::Metrics))
+        .expect("register");
+    for r in model::Rollup::ALL {
+        ctx.register_table(r.name(), store.rollup_provider(r).expect("rollup"))
+            .expect("register");
+    }
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_are_written_at_flush_compacted_kept_and_equal_the_raw_points() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.compact_min_files = 4;
+    let (store, _) = EmbeddedStore::open(cfg.clone(), None).expect("open");
+    let hour = 3_600_000_000_000;
+    let h = now() / hour * hour - 2 * hour;
+    for i in 0..4u64 {
+        store
+            .write(points(h + i, &[("a", i as f64), ("b", 10.0 * i as f64)]))
+            .await
+            .expect("write");
+        store
+            .write(points(h + hour + i, &[("a", 100.0 + i as f64)]))
+            .await
+            .expect("write");
+        store.flush().await.expect("flush");
+    }
+    // One more point, not flushed: the rollups count it too.
+    store
+        .write(points(h + 5, &[("a", 50.0)]))
+        .await
+        .expect("write");
+    assert!(
+        !walk(&dir.path().join("metrics_v3_hourly")).is_empty()
+            && !walk(&dir.path().join("metrics_v3_daily")).is_empty(),
+        "partial rollups are written at flush"
+    );
+    for _ in 0..3 {
+        let _ = store.compact_now().expect("compact");
+    }
+    let rollup = "SELECT hour, service_name, sum_value, min_value, max_value, count, avg_value \
+                  FROM metrics_v3_hourly ORDER BY hour, service_name";
+    let raw = "SELECT date_trunc('hour', timestamp) AS hour, service_name, sum(value) AS sum_value, \
+               min(value) AS min_value, max(value) AS max_value, \
+               arrow_cast(count(value), 'UInt64') AS count, avg(value) AS avg_value \
+               FROM metrics_v3 GROUP BY 1, 2 ORDER BY hour, service_name";
+    let got = table_text(&store, rollup).await;
+    assert_eq!(got, table_text(&store, raw).await);
+    assert!(
+        got.contains("| a            | 56.0      | 0.0       | 50.0      | 5     |"),
+        "{got}"
+    );
+    let daily = "SELECT date, service_name, sum_value, count FROM metrics_v3_daily ORDER BY 1, 2";
+    let raw_daily = "SELECT arrow_cast(timestamp, 'Date32') AS date, service_name, \
+                     sum(value) AS sum_value, arrow_cast(count(value), 'UInt64') AS count \
+                     FROM metrics_v3 GROUP BY 1, 2 ORDER BY 1, 2";
+    assert_eq!(
+        table_text(&store, daily).await,
+        table_text(&store, raw_daily).await
+    );
+    store.close().await.expect("close");
+    drop(store);
+    for r in ["metrics_v3_hourly", "metrics_v3_daily"] {
+        // The four flushes' partials merged into one, plus the one closing flushed.
+        assert_eq!(walk(&dir.path().join(r)).len(), 2, "{r}");
+    }
+
+    // Reopened: the partial files are the manifest's, not orphans; the answer is the same.
+    let (store, recovery) = EmbeddedStore::open(cfg, None).expect("reopen");
+    assert_eq!(recovery.removed_orphan_files, 0);
+    assert_eq!(table_text(&store, rollup).await, got);
+    // Rollups outlive the raw points: retention a year on keeps the hourly rollup.
+    let later = SystemTime::now() + Duration::from_secs(120 * 86_400);
+    store.apply_retention(later).expect("retention");
+    let kept = table_text(
+        &store,
+        "SELECT count(*) AS n FROM metrics_v3_hourly WHERE service_name = 'b'",
+    )
+    .await;
+    assert!(kept.contains("| 1 |"), "{kept}");
+    assert!(
+        table_text(&store, "SELECT count(*) AS n FROM metrics_v3")
+            .await
+            .contains("| 0 |"),
+        "raw points expire after 90 days"
+    );
+    store.close().await.expect("close");
+}
