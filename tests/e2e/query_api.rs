@@ -460,3 +460,61 @@ async fn limits_and_bad_queries(api: &Api, token: &str, start: u64) {
         );
     }
 }
+
+/// `telemetryflow_queries_running` as `/metrics` shows it.
+async fn queries_running(api: &Api) -> f64 {
+    let text = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("telemetryflow_queries_running "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A client that goes away stops its query: a query that would run until the 30 s limit ends
+/// within seconds of its client disconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_stops_when_its_client_goes_away() {
+    let (srv, api, admin) = TestServer::with_admin().await;
+    let (key, _) = api.key(&admin, &["logs:write"], None).await;
+    srv.send_json(&key, "/v1/logs", &logs_body(data_start()))
+        .await;
+    // 420⁴ rows to compare: far beyond the time limit.
+    let sql = "SELECT count(*) FROM logs_v3 a, logs_v3 b, logs_v3 c, logs_v3 d \
+               WHERE a.body < b.body AND b.body < c.body AND c.body < d.body";
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(1500))
+        .build()
+        .expect("client");
+    let request = client
+        .post(format!("{}/api/v1/query/sql", api.base))
+        .bearer_auth(&admin)
+        .json(&json!({"sql": sql}))
+        .send();
+    let watcher = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        queries_running(&api).await
+    };
+    let (sent, running) = tokio::join!(request, watcher);
+    assert!(sent.is_err(), "the client gave up: {sent:?}");
+    assert_eq!(running, 1.0, "the query was running");
+    let gave_up = std::time::Instant::now();
+    loop {
+        if queries_running(&api).await == 0.0 {
+            break;
+        }
+        assert!(
+            gave_up.elapsed() < std::time::Duration::from_secs(10),
+            "the query still runs 10 s after its client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    srv.shutdown().await;
+}

@@ -970,12 +970,10 @@ async fn run_widget(
         let r = request.to_request(now)?;
         let (from_ms, to_ms) = (r.from_ns / 1_000_000, r.to_ns / 1_000_000);
         let sql = render_macros(sql, from_ms, to_ms);
-        let out = within_time_limit(query::run_scoped_sql(
-            state.telemetry.as_ref(),
-            scope,
-            &sql,
-            &state.query_limits,
-        ))
+        let out = within_time_limit(
+            state,
+            query::run_scoped_sql(state.telemetry.as_ref(), scope, &sql, &state.query_limits),
+        )
         .await?;
         let out = transform_chain(state, &scope.workspace_id, &stored.transforms, out).await?;
         let mut v = crate::sql_json::to_json(&out)?;
@@ -992,12 +990,10 @@ async fn run_widget(
     request.queries = parsed.queries;
     request.formulas = parsed.formulas;
     let r = request.to_request(now)?;
-    let answer = within_time_limit(query::builder::run(
-        state.telemetry.as_ref(),
-        scope,
-        &r,
-        &state.query_limits,
-    ))
+    let answer = within_time_limit(
+        state,
+        query::builder::run(state.telemetry.as_ref(), scope, &r, &state.query_limits),
+    )
     .await?;
     let mut results = Vec::with_capacity(answer.results.len());
     for out in &answer.results {

@@ -129,6 +129,8 @@ pub struct AppState {
     pub limits: IngestLimits,
     pub query_limits: query::QueryLimits,
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Queries running now (`telemetryflow_queries_running`).
+    pub queries_running: Arc<std::sync::atomic::AtomicUsize>,
     /// Renders `/metrics` (the Prometheus recorder lives in the server binary).
     pub render_metrics: Box<dyn Fn() -> String + Send + Sync>,
 }
@@ -158,6 +160,7 @@ impl AppState {
             telemetry,
             tokens,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
+            queries_running: Arc::default(),
             limits,
             query_limits: query::QueryLimits::default(),
             render_metrics,

@@ -153,10 +153,29 @@ impl QueryBody {
     }
 }
 
-/// Runs `future` within the query time limit.
+/// Counts a query while it runs; dropped with the request's future (a client that goes away
+/// drops it), which also drops the query's streams and so stops its work.
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Running {
+    fn start(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Running {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running(Arc::clone(counter))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs `future` within the query time limit, counted in `telemetryflow_queries_running`.
 pub(crate) async fn within_time_limit<T>(
+    state: &AppState,
     future: impl Future<Output = Result<T, query::QueryError>>,
 ) -> Result<T, ApiError> {
+    let _running = Running::start(&state.queries_running);
     match tokio::time::timeout(QUERY_TIMEOUT, future).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(ApiError::invalid(format!(
@@ -189,12 +208,15 @@ async fn run_query(
         }
     };
     let request = body.to_request(Utc::now())?;
-    let out = within_time_limit(query::builder::run(
-        state.telemetry.as_ref(),
-        p.scope(),
-        &request,
-        &state.query_limits,
-    ))
+    let out = within_time_limit(
+        &state,
+        query::builder::run(
+            state.telemetry.as_ref(),
+            p.scope(),
+            &request,
+            &state.query_limits,
+        ),
+    )
     .await?;
     if flat {
         return Ok(Json(rows(&out)));

@@ -156,6 +156,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("telemetryflow_store_bytes", "table" => t.table.name()).set(t.bytes as f64);
     }
     metrics::gauge!("telemetryflow_store_wal_bytes").set(stats.wal_bytes as f64);
+    metrics::gauge!("telemetryflow_queries_running").set(
+        state
+            .queries_running
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -193,12 +198,10 @@ async fn query_sql(
     if let Some(n) = body.max_rows {
         limits.max_rows = n.clamp(1, limits.max_rows);
     }
-    let out = crate::query_routes::within_time_limit(query::run_scoped_sql(
-        state.telemetry.as_ref(),
-        p.scope(),
-        &body.sql,
-        &limits,
-    ))
+    let out = crate::query_routes::within_time_limit(
+        &state,
+        query::run_scoped_sql(state.telemetry.as_ref(), p.scope(), &body.sql, &limits),
+    )
     .await?;
     let wants_arrow = headers
         .get(header::ACCEPT)
