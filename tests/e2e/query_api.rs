@@ -316,6 +316,7 @@ async fn scenario(srv: TestServer, api: Api, admin: String, store: &str) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     rollups_equal_raw(&api, &admin, start).await;
+    arrow_answer(&api, &admin, start).await;
     limits_and_bad_queries(&api, &admin, start).await;
     drop(srv);
 }
@@ -357,6 +358,38 @@ async fn rollups_equal_raw(api: &Api, token: &str, start: u64) {
             );
         }
     }
+}
+
+/// The same answer as an Arrow IPC stream: one row per series and bucket, `time`, `query`, the
+/// labels and `value`.
+async fn arrow_answer(api: &Api, token: &str, start: u64) {
+    let start_ms = (start / 1_000_000) as i64;
+    let body = json!({"from": start_ms + 3_600_000, "to": start_ms + 7_200_000, "step": "5m",
+        "queries": [{"name": "A", "signal": "metrics", "metric": "system.cpu.utilization",
+            "aggregation": "avg", "group_by": ["service.name"], "order": "labels"}]});
+    let resp = api
+        .client
+        .post(format!("{}/api/v1/query", api.base))
+        .bearer_auth(token)
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.bytes().await.expect("body");
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+            .expect("an Arrow IPC stream");
+    let fields: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(fields, ["time", "query", "service.name", "value"]);
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 2 * 12, "two services, twelve buckets");
 }
 
 async fn limits_and_bad_queries(api: &Api, token: &str, start: u64) {

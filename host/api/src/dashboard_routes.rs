@@ -770,53 +770,6 @@ fn render_macros(sql: &str, from_ms: i64, to_ms: i64) -> String {
         .replace("$__to", &ts(to_ms))
 }
 
-/// A query's series as one table: `time` (ms), a column per label, `value`.
-fn series_table(out: &query::builder::Output) -> Result<query::SqlOutput, ApiError> {
-    use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    let keys: Vec<String> = out
-        .series
-        .iter()
-        .flat_map(|s| s.labels.keys().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut times = Vec::new();
-    let mut values = Vec::new();
-    let mut labels: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
-    for s in &out.series {
-        for (t, v) in &s.points {
-            times.push(*t);
-            values.push(*v);
-            for (i, k) in keys.iter().enumerate() {
-                labels[i].push(s.labels.get(k).cloned().unwrap_or_default());
-            }
-        }
-    }
-    let mut fields = vec![Field::new(
-        "time",
-        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        false,
-    )];
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(
-        TimestampMillisecondArray::from(times).with_timezone("UTC"),
-    )];
-    for (k, l) in keys.iter().zip(labels) {
-        fields.push(Field::new(k, DataType::Utf8, false));
-        columns.push(Arc::new(StringArray::from(l)));
-    }
-    fields.push(Field::new("value", DataType::Float64, true));
-    columns.push(Arc::new(Float64Array::from(values)));
-    let schema = Arc::new(Schema::new(fields));
-    let batch = arrow::record_batch::RecordBatch::try_new(Arc::clone(&schema), columns)
-        .map_err(ApiError::internal)?;
-    Ok(query::SqlOutput {
-        schema,
-        batches: vec![batch],
-        truncated: false,
-    })
-}
-
 /// A transform's output back to series: the first timestamp column is the time, string
 /// columns are labels, each numeric column a value (named in `__field` when there are several).
 fn table_series(out: &query::SqlOutput) -> Result<Vec<Value>, ApiError> {
@@ -1000,7 +953,7 @@ async fn run_widget(
         let series = if stored.transforms.is_empty() {
             serde_json::to_value(&out.series).map_err(ApiError::internal)?
         } else {
-            let table = series_table(out)?;
+            let table = crate::query_routes::series_table(&[out], false)?;
             let table =
                 transform_chain(state, &scope.workspace_id, &stored.transforms, table).await?;
             Value::Array(table_series(&table)?)

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use query::builder::{BuilderQuery, Formula, Request, Signal};
 use serde::Deserialize;
@@ -193,8 +195,9 @@ pub(crate) async fn within_time_limit<T>(
 async fn run_query(
     State(state): State<Arc<AppState>>,
     Reader(p): Reader,
+    headers: axum::http::HeaderMap,
     Body(body): Body<QueryBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if !p.may_read_telemetry() {
         return Err(ApiError::forbidden("this role cannot read telemetry"));
     }
@@ -218,10 +221,79 @@ async fn run_query(
         ),
     )
     .await?;
-    if flat {
-        return Ok(Json(rows(&out)));
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(crate::routes::ARROW_STREAM));
+    if wants_arrow {
+        let outputs: Vec<&query::builder::Output> = out.results.iter().collect();
+        let table = series_table(&outputs, true)?;
+        let bytes = table.to_arrow_ipc().map_err(ApiError::internal)?;
+        return Ok(([(header::CONTENT_TYPE, crate::routes::ARROW_STREAM)], bytes).into_response());
     }
-    Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?))
+    if flat {
+        return Ok(Json(rows(&out)).into_response());
+    }
+    Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?).into_response())
+}
+
+/// Series as one table: `time` (ms), the query's name (when `query_column`), a column per
+/// label (empty where a series lacks it), `value` (null where a bucket has none).
+pub(crate) fn series_table(
+    outputs: &[&query::builder::Output],
+    query_column: bool,
+) -> Result<query::SqlOutput, ApiError> {
+    use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let keys: Vec<String> = outputs
+        .iter()
+        .flat_map(|o| &o.series)
+        .flat_map(|s| s.labels.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut times = Vec::new();
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let mut labels: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    for out in outputs {
+        for s in &out.series {
+            for (t, v) in &s.points {
+                times.push(*t);
+                names.push(out.name.clone());
+                values.push(*v);
+                for (i, k) in keys.iter().enumerate() {
+                    labels[i].push(s.labels.get(k).cloned().unwrap_or_default());
+                }
+            }
+        }
+    }
+    let mut fields = vec![Field::new(
+        "time",
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    )];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(
+        TimestampMillisecondArray::from(times).with_timezone("UTC"),
+    )];
+    if query_column {
+        fields.push(Field::new("query", DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(names)));
+    }
+    for (k, l) in keys.iter().zip(labels) {
+        fields.push(Field::new(k, DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(l)));
+    }
+    fields.push(Field::new("value", DataType::Float64, true));
+    columns.push(Arc::new(Float64Array::from(values)));
+    let schema = Arc::new(Schema::new(fields));
+    let batch = arrow::record_batch::RecordBatch::try_new(Arc::clone(&schema), columns)
+        .map_err(ApiError::internal)?;
+    Ok(query::SqlOutput {
+        schema,
+        batches: vec![batch],
+        truncated: false,
+    })
 }
 
 /// The answer as one object per point: `{time (Unix ms), query, <label>…, value}`, points

@@ -241,4 +241,4 @@ async fn query_sql(
 
 /// The media type of an Arrow IPC stream, which `POST /api/v1/query/sql` answers with when the
 /// client accepts it.
-const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
