@@ -60,7 +60,7 @@ pub enum Aggregation {
 }
 
 impl Aggregation {
-    fn percentile(self) -> Option<f64> {
+    pub(crate) fn percentile(self) -> Option<f64> {
         match self {
             Aggregation::P50 => Some(0.5),
             Aggregation::P75 => Some(0.75),
@@ -234,7 +234,7 @@ pub const MAX_TERMS: usize = 32;
 /// The longest string a caller may give (a key, a value, a metric name).
 pub const MAX_STRING: usize = 1024;
 
-fn invalid(msg: impl Into<String>) -> QueryError {
+pub(crate) fn invalid(msg: impl Into<String>) -> QueryError {
     QueryError::Invalid(msg.into())
 }
 
@@ -281,7 +281,7 @@ fn check_name(name: &str, what: &str) -> Result<(), QueryError> {
     }
 }
 
-fn check_string(s: &str, what: &str) -> Result<(), QueryError> {
+pub(crate) fn check_string(s: &str, what: &str) -> Result<(), QueryError> {
     if s.len() > MAX_STRING {
         Err(invalid(format!("{what} is longer than {MAX_STRING} bytes")))
     } else {
@@ -354,7 +354,7 @@ fn key_expr(signal: Signal, key: &str, sql: &mut Sql) -> Result<String, QueryErr
     Ok(format!("coalesce({map}[{p}], '')"))
 }
 
-fn one_value(f: &Filter, i: usize) -> Result<&str, QueryError> {
+pub(crate) fn one_value(f: &Filter, i: usize) -> Result<&str, QueryError> {
     match &f.value {
         Some(FilterValue::One(v)) => {
             check_string(v, "a filter value")?;
@@ -775,15 +775,27 @@ pub async fn run(
     let ctx = scoped_context(tables, scope, limits)?;
     let mut outputs = Vec::with_capacity(compiled.len());
     for (q, c) in r.queries.iter().zip(&compiled) {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(&c.sql, options)
-            .await?
-            .with_param_values(c.params.clone())?;
-        let rows = collect_limited(df, limits).await?;
+        let native = match tables.native_sql() {
+            Some(n) => {
+                let rollup = rollup_for(q, r, step_ms).is_some();
+                crate::native::compile(q, r, step_ms, scope, n, rollup)?.map(|nq| (n, nq))
+            }
+            None => None,
+        };
+        let rows = match native {
+            Some((n, nq)) => n.run(nq.sql, nq.params, limits.max_rows).await?,
+            None => {
+                let options = SQLOptions::new()
+                    .with_allow_ddl(false)
+                    .with_allow_dml(false)
+                    .with_allow_statements(false);
+                let df = ctx
+                    .sql_with_options(&c.sql, options)
+                    .await?
+                    .with_param_values(c.params.clone())?;
+                collect_limited(df, limits).await?
+            }
+        };
         let mut series = if c.histogram {
             histogram_series(&rows, c, r, step_ms, q.quantile.unwrap_or(0.5))?
         } else {

@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod builder;
+mod native;
 pub mod views;
 
 use std::sync::{Arc, LazyLock};
@@ -32,8 +33,31 @@ use model::{ErrorKind, Rollup, Scope, Table};
 
 pub use audit::{AuditFilter, alert_history, audit_events};
 
+/// A store that runs SQL of its own (ClickHouse) answers builder queries itself: the engine
+/// compiles them to that dialect with the tenant's predicates and every caller value as a
+/// named, typed parameter (`{p0:String}`), and the store only runs the statement.
+pub trait NativeSql: Send + Sync {
+    /// How a table is named in a statement (database-qualified).
+    fn table_name(&self, table: Table) -> String;
+
+    /// Runs one statement with its parameters (`(name, value)`), keeping at most `max_rows`
+    /// rows (saying when it cut).
+    fn run<'a>(
+        &'a self,
+        sql: String,
+        params: Vec<(String, String)>,
+        max_rows: usize,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<SqlOutput, QueryError>> + Send + 'a>>;
+}
+
 /// The port a telemetry store implements for reads: one provider per table, all tenants' rows.
 pub trait TelemetryTables: Send + Sync {
+    /// The store's own SQL, when it has one that builder queries should run in (ClickHouse);
+    /// `None` runs them in DataFusion over the providers.
+    fn native_sql(&self) -> Option<&dyn NativeSql> {
+        None
+    }
+
     fn table_provider(&self, table: Table) -> Arc<dyn TableProvider>;
 
     /// A rollup of `metrics_v3` with the columns of [`model::rollup_schema`]. Stores that

@@ -320,7 +320,69 @@ fn watch_reachability(store: &Arc<ClickHouseStore>) {
     });
 }
 
+impl query::NativeSql for ClickHouseStore {
+    fn table_name(&self, table: Table) -> String {
+        self.layout.qualified(table.name())
+    }
+
+    fn run<'a>(
+        &'a self,
+        sql: String,
+        params: Vec<(String, String)>,
+        max_rows: usize,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<query::SqlOutput, query::QueryError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            use futures::TryStreamExt;
+            let timeout = self.config.query_timeout;
+            let settings = [
+                ("max_execution_time", timeout.as_secs().max(1).to_string()),
+                ("enable_positional_arguments", "1".to_string()),
+            ];
+            let sql = format!("{sql} LIMIT {}", max_rows + 1);
+            let failed = |e: client::ChError| match e {
+                client::ChError::Server { .. } | client::ChError::Decode(_) => {
+                    query::QueryError::Invalid(e.to_string())
+                }
+                other => query::QueryError::Internal(other.to_string()),
+            };
+            let mut batches: Vec<RecordBatch> = self
+                .client
+                .select_arrow(&sql, &params, &settings, timeout)
+                .await
+                .map_err(failed)?
+                .try_collect()
+                .await
+                .map_err(failed)?;
+            let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let truncated = total > max_rows;
+            if truncated {
+                let mut keep = max_rows;
+                for b in &mut batches {
+                    let n = b.num_rows().min(keep);
+                    *b = b.slice(0, n);
+                    keep -= n;
+                }
+            }
+            let schema = batches.first().map_or_else(
+                || Arc::new(arrow::datatypes::Schema::empty()),
+                RecordBatch::schema,
+            );
+            Ok(query::SqlOutput {
+                schema,
+                batches,
+                truncated,
+            })
+        })
+    }
+}
+
 impl TelemetryTables for ClickHouseStore {
+    fn native_sql(&self) -> Option<&dyn query::NativeSql> {
+        Some(self)
+    }
+
     fn table_provider(&self, table: Table) -> Arc<dyn TableProvider> {
         Arc::new(provider::ChTable::new(
             self.client.clone(),
