@@ -177,6 +177,16 @@ async fn scenario(store: &str, srv: &TestServer, api: &Api, admin: &str) {
     assert_eq!(series.len(), 1, "{data}");
     assert_eq!(series[0]["labels"]["service.name"], json!("worker"));
 
+    // The variable's values: its options (custom); a query variable lists what the data holds.
+    let (status, vals) = api
+        .get(
+            &format!("/api/v1/dashboards/{id}/variables/service/values"),
+            admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{vals}");
+    assert_eq!(vals["values"], json!(["api", "worker"]));
+
     // Through the plugin: a moving average of three points.
     let (status, data) = api
         .post(
@@ -329,6 +339,26 @@ async fn scenario(store: &str, srv: &TestServer, api: &Api, admin: &str) {
         )
         .await;
     assert_eq!(status, 201, "{copy}");
+    let (status_q, q) = api
+        .post(
+            "/api/v1/dashboards",
+            Some(admin),
+            json!({"name": "Q", "variables": [{"name": "svc", "type": "query",
+                "query": {"signal": "metrics", "metric": "queue.depth", "key": "service.name"}}]}),
+        )
+        .await;
+    assert_eq!(status_q, 201, "{q}");
+    let (status_q, vals) = api
+        .get(
+            &format!(
+                "/api/v1/dashboards/{}/variables/svc/values",
+                q["dashboard_id"].as_str().unwrap_or_default()
+            ),
+            admin,
+        )
+        .await;
+    assert_eq!(status_q, 200, "{vals}");
+    assert_eq!(vals["values"], json!(["api", "worker"]), "{vals}");
     assert_eq!(copy["widgets"].as_array().map(Vec::len), Some(3));
     assert_eq!(copy["variables"][0]["name"], json!("service"));
     let (status, _) = call(

@@ -557,7 +557,8 @@ async fn the_openapi_document_describes_every_route_and_every_route_exists() {
             let concrete = path
                 .replace("{id}", "x")
                 .replace("{role_id}", "y")
-                .replace("{widget_id}", "z");
+                .replace("{widget_id}", "z")
+                .replace("{name}", "n");
             let (status, body, _) = api
                 .call(&method.to_uppercase(), &concrete, None, None)
                 .await;

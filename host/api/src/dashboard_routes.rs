@@ -51,6 +51,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(create_widget))
         .routes(routes!(replace_widget, delete_widget))
         .routes(routes!(widget_data))
+        .routes(routes!(variable_values_route))
         .routes(routes!(list_templates, create_template))
         .routes(routes!(get_template, delete_template))
         .routes(routes!(public_dashboard))
@@ -966,6 +967,74 @@ async fn run_widget(
         "variables": vars,
         "results": results,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ValuesQuery {
+    /// As in `POST /api/v1/query` (default the last 24 hours).
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The values a dashboard variable offers: a `custom` variable's options, or for a `query`
+/// variable (`{"query": {"signal", "key"}}`) the values of that key in the range, sorted, at
+/// most 1,000.
+#[utoipa::path(get, path = "/api/v1/dashboards/{id}/variables/{name}/values", tag = "dashboards",
+    params(("id" = String, Path, description = "the dashboard"), ("name" = String, Path, description = "the variable"), ValuesQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "{values}"), (status = "4XX", description = "an error with its reason")))]
+async fn variable_values_route(
+    State(state): State<Arc<AppState>>,
+    User(p): User,
+    Path((id, name)): Path<(String, String)>,
+    Params(q): Params<ValuesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&p, READ)?;
+    let d = visible_dashboard(&state, &p, &id).await?;
+    let vars = parse_json(&d.variables);
+    let Some(var) = vars
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == json!(name)))
+    else {
+        return Err(not_found("variable"));
+    };
+    let values: Vec<Value> = match var["type"].as_str().unwrap_or("custom") {
+        "query" => {
+            if !p.may_read_telemetry() {
+                return Err(ApiError::forbidden("this role cannot read telemetry"));
+            }
+            let key = var["query"]["key"].as_str().unwrap_or("service.name");
+            let body: QueryBody = serde_json::from_value(json!({
+                "from": q.from.unwrap_or_else(|| "now-24h".into()),
+                "to": q.to.unwrap_or_else(|| "now".into()),
+                "instant": true,
+                "queries": [{"name": "values", "signal": var["query"]["signal"].as_str().unwrap_or("traces"),
+                    "metric": var["query"]["metric"], "aggregation": "count",
+                    "group_by": [key], "order": "labels", "limit": 1000}],
+            }))
+            .map_err(|e| ApiError::invalid(format!("variable {name}: {e}")))?;
+            let answer = within_time_limit(
+                &state,
+                query::builder::run(
+                    state.telemetry.as_ref(),
+                    p.scope(),
+                    &body.to_request(Utc::now())?,
+                    &state.query_limits,
+                ),
+            )
+            .await?;
+            answer
+                .results
+                .iter()
+                .flat_map(|r| &r.series)
+                .filter_map(|s| s.labels.get(key).filter(|v| !v.is_empty()))
+                .map(|v| json!(v))
+                .collect()
+        }
+        _ => var["options"].as_array().cloned().unwrap_or_default(),
+    };
+    Ok(Json(json!({"name": name, "values": values})))
 }
 
 // ---- public dashboards ---------------------------------------------------------------------
