@@ -320,22 +320,30 @@ fn table_of(q: &BuilderQuery) -> &'static str {
     }
 }
 
-/// The SQL expression (a string) of a key, binding attribute names.
-fn key_expr(signal: Signal, key: &str, sql: &mut Sql) -> Result<String, QueryError> {
+/// What a key names: a column (`text` when it is a string in every store), or an attribute in
+/// one of the maps. Both SQL dialects render from this.
+pub(crate) enum KeyRef<'a> {
+    Column { name: &'static str, text: bool },
+    Attribute { map: &'static str, name: &'a str },
+}
+
+/// Resolves a key of a query over `signal`.
+///
+/// # Errors
+/// A key too long, or naming no attribute (`attributes.`).
+pub(crate) fn resolve_key(signal: Signal, key: &str) -> Result<KeyRef<'_>, QueryError> {
     check_string(key, "a key")?;
-    let column = match (signal, key) {
-        (_, "service.name" | "service_name") => Some("service_name"),
-        (Signal::Traces, "name" | "span.name" | "span_name") => Some("span_name"),
-        (Signal::Traces, "kind" | "span.kind" | "span_kind") => Some("span_kind"),
-        (Signal::Traces, "status.code" | "status_code") => Some("status_code"),
-        (Signal::Traces | Signal::Logs, "trace_id") => Some("trace_id"),
-        (Signal::Logs, "severity_text" | "severity") => Some("severity_text"),
-        (Signal::Logs, "severity_number") => Some("CAST(severity_number AS VARCHAR)"),
-        (Signal::Logs, "body") => Some("body"),
-        _ => None,
-    };
-    if let Some(c) = column {
-        return Ok(c.to_string());
+    let column = |name, text| Ok(KeyRef::Column { name, text });
+    match (signal, key) {
+        (_, "service.name" | "service_name") => return column("service_name", true),
+        (Signal::Traces, "name" | "span.name" | "span_name") => return column("span_name", true),
+        (Signal::Traces, "kind" | "span.kind" | "span_kind") => return column("span_kind", false),
+        (Signal::Traces, "status.code" | "status_code") => return column("status_code", false),
+        (Signal::Traces | Signal::Logs, "trace_id") => return column("trace_id", true),
+        (Signal::Logs, "severity_text" | "severity") => return column("severity_text", true),
+        (Signal::Logs, "severity_number") => return column("severity_number", false),
+        (Signal::Logs, "body") => return column("body", true),
+        _ => {}
     }
     let (map, name) = if let Some(k) = key.strip_prefix("resource.") {
         ("resource_attributes", k)
@@ -350,8 +358,23 @@ fn key_expr(signal: Signal, key: &str, sql: &mut Sql) -> Result<String, QueryErr
     if name.is_empty() {
         return Err(invalid(format!("key {key:?} names no attribute")));
     }
-    let p = sql.bind_str(name);
-    Ok(format!("coalesce({map}[{p}], '')"))
+    Ok(KeyRef::Attribute { map, name })
+}
+
+/// The SQL expression (a string) of a key, binding attribute names. (Enumerations are strings
+/// in the DataFusion schema; only numbers need a cast.)
+fn key_expr(signal: Signal, key: &str, sql: &mut Sql) -> Result<String, QueryError> {
+    Ok(match resolve_key(signal, key)? {
+        KeyRef::Column {
+            name: "severity_number",
+            ..
+        } => "CAST(severity_number AS VARCHAR)".into(),
+        KeyRef::Column { name, .. } => name.to_string(),
+        KeyRef::Attribute { map, name } => {
+            let p = sql.bind_str(name);
+            format!("coalesce({map}[{p}], '')")
+        }
+    })
 }
 
 pub(crate) fn one_value(f: &Filter, i: usize) -> Result<&str, QueryError> {

@@ -15,8 +15,8 @@ use model::{Scope, Table};
 use crate::NativeSql;
 use crate::QueryError;
 use crate::builder::{
-    Aggregation, BuilderQuery, Filter, FilterOp, FilterValue, Request, Signal, check_string,
-    invalid, one_value,
+    Aggregation, BuilderQuery, Filter, FilterOp, FilterValue, KeyRef, Request, Signal,
+    check_string, invalid, one_value, resolve_key,
 };
 
 /// A compiled statement with its parameters and the labels of its `g0…` columns.
@@ -36,36 +36,13 @@ impl Params {
     }
 }
 
+/// A key in ClickHouse's SQL: enumerations and numbers as text, a missing map key is `''`.
 fn key_expr(signal: Signal, key: &str, p: &mut Params) -> Result<String, QueryError> {
-    check_string(key, "a key")?;
-    let column = match (signal, key) {
-        (_, "service.name" | "service_name") => Some("service_name"),
-        (Signal::Traces, "name" | "span.name" | "span_name") => Some("span_name"),
-        (Signal::Traces, "kind" | "span.kind" | "span_kind") => Some("toString(span_kind)"),
-        (Signal::Traces, "status.code" | "status_code") => Some("toString(status_code)"),
-        (Signal::Traces | Signal::Logs, "trace_id") => Some("trace_id"),
-        (Signal::Logs, "severity_text" | "severity") => Some("severity_text"),
-        (Signal::Logs, "severity_number") => Some("toString(severity_number)"),
-        (Signal::Logs, "body") => Some("body"),
-        _ => None,
-    };
-    if let Some(c) = column {
-        return Ok(c.to_string());
-    }
-    let (map, name) = if let Some(k) = key.strip_prefix("resource.") {
-        ("resource_attributes", k)
-    } else {
-        let attributes = match signal {
-            Signal::Metrics => "attributes",
-            Signal::Logs => "log_attributes",
-            Signal::Traces => "span_attributes",
-        };
-        (attributes, key.strip_prefix("attributes.").unwrap_or(key))
-    };
-    if name.is_empty() {
-        return Err(invalid(format!("key {key:?} names no attribute")));
-    }
-    Ok(format!("{map}[{}]", p.bind("String", name)))
+    Ok(match resolve_key(signal, key)? {
+        KeyRef::Column { name, text: true } => name.to_string(),
+        KeyRef::Column { name, text: false } => format!("toString({name})"),
+        KeyRef::Attribute { map, name } => format!("{map}[{}]", p.bind("String", name)),
+    })
 }
 
 fn filter_sql(signal: Signal, f: &Filter, i: usize, p: &mut Params) -> Result<String, QueryError> {
