@@ -22,22 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-
-class Checked:
-    """Wraps an exporter and counts failed exports."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.failures = 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def export(self, batch, *args, **kwargs):
-        result = self.inner.export(batch, *args, **kwargs)
-        if getattr(result, "name", None) != "SUCCESS":
-            self.failures += 1
-        return result
+from checked import Checked
 
 
 def main():

@@ -33,6 +33,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.metrics import Observation
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from checked import Checked
+
 
 def exporters(protocol, endpoint, key, temporality):
     headers = {"authorization": f"Bearer {key}"}
@@ -63,24 +65,6 @@ def exporters(protocol, endpoint, key, temporality):
             endpoint=endpoint, headers=headers, insecure=True, preferred_temporality=temporality
         ),
     )
-
-
-class Checked:
-    """Wraps an exporter and remembers whether every export succeeded."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.failures = 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def export(self, batch, *args, **kwargs):
-        result = self.inner.export(batch, *args, **kwargs)
-        # Result enums differ between signals and SDK versions; all name success SUCCESS.
-        if getattr(result, "name", None) != "SUCCESS":
-            self.failures += 1
-        return result
 
 
 def main():

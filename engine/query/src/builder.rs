@@ -795,7 +795,8 @@ pub async fn run(
             Ok((f.name.clone(), e))
         })
         .collect::<Result<Vec<_>, QueryError>>()?;
-    let ctx = scoped_context(tables, scope, limits)?;
+    // The scoped session, made once and only when a query runs in DataFusion.
+    let mut ctx = None;
     let mut outputs = Vec::with_capacity(compiled.len());
     for (q, c) in r.queries.iter().zip(&compiled) {
         let native = match tables.native_sql() {
@@ -812,6 +813,10 @@ pub async fn run(
                     .with_allow_ddl(false)
                     .with_allow_dml(false)
                     .with_allow_statements(false);
+                let ctx = match &mut ctx {
+                    Some(ctx) => ctx,
+                    None => ctx.insert(scoped_context(tables, scope, limits)?),
+                };
                 let df = ctx
                     .sql_with_options(&c.sql, options)
                     .await?
@@ -820,7 +825,7 @@ pub async fn run(
             }
         };
         let mut series = if c.histogram {
-            histogram_series(&rows, c, r, step_ms, q.quantile.unwrap_or(0.5))?
+            histogram_series(&rows, c, r, q.quantile.unwrap_or(0.5))?
         } else {
             to_series(&rows, c, r.instant.then_some(r.from_ns / 1_000_000))?
         };
@@ -1006,7 +1011,6 @@ fn histogram_series(
     rows: &SqlOutput,
     c: &Compiled,
     r: &Request,
-    step_ms: i64,
     q: f64,
 ) -> Result<Vec<Series>, QueryError> {
     // (labels, bucket ms) → merged (bounds, counts)
@@ -1080,7 +1084,6 @@ fn histogram_series(
             previous = Some((key, snap));
         }
     }
-    let _ = step_ms;
     let mut out: Vec<Series> = Vec::new();
     for ((labels, t), snap) in merged {
         let v = quantile(q, &snap);

@@ -19,7 +19,7 @@ use crate::builder::{
     check_string, invalid, one_value, resolve_key,
 };
 
-/// A compiled statement with its parameters and the labels of its `g0…` columns.
+/// A compiled statement and its parameters.
 pub(crate) struct NativeQuery {
     pub sql: String,
     pub params: Vec<(String, String)>,

@@ -207,7 +207,7 @@ async fn widget_write(
                 ));
             }
             if let Some(sql) = &q.sql
-                && let Err(e) = query::ensure_single_select(&render_macros(sql, 0, 1))
+                && let Err(e) = query::ensure_single_select(&alert::spec::render_sql(sql, 0, 1))
             {
                 errors.push((format!("{at}/query_config/sql"), e.to_string()));
             }
@@ -410,16 +410,7 @@ async fn create_dashboard(
     let mut body = body;
     let mut base = None;
     if let Some(tid) = &body.template_id {
-        let t = match state.dashboards.template(tid).await? {
-            Some(t)
-                if t.workspace_id
-                    .as_deref()
-                    .is_none_or(|w| w == p.scope().workspace_id) =>
-            {
-                t
-            }
-            _ => return Err(not_found("template")),
-        };
+        let t = visible_template(&state, &p, tid).await?;
         let config = parse_json(&t.template_config);
         base = Some(DashboardWrite {
             name: t.name.clone(),
@@ -758,19 +749,6 @@ fn variable_values(d: &DashboardRecord, given: &Map<String, Value>) -> Map<Strin
     out
 }
 
-/// `$__from` / `$__to` as timestamp literals (values we computed, not user text).
-fn render_macros(sql: &str, from_ms: i64, to_ms: i64) -> String {
-    let ts = |ms: i64| {
-        let t = chrono::DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
-        format!(
-            "TIMESTAMP '{}'",
-            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        )
-    };
-    sql.replace("$__from", &ts(from_ms))
-        .replace("$__to", &ts(to_ms))
-}
-
 /// A transform's output back to series: the first timestamp column is the time, string
 /// columns are labels, each numeric column a value (named in `__field` when there are several).
 fn table_series(out: &query::SqlOutput) -> Result<Vec<Value>, ApiError> {
@@ -923,7 +901,7 @@ async fn run_widget(
         // The range is resolved like a builder request's (and checked the same way).
         let r = request.to_request(now)?;
         let (from_ms, to_ms) = (r.from_ns / 1_000_000, r.to_ns / 1_000_000);
-        let sql = render_macros(sql, from_ms, to_ms);
+        let sql = alert::spec::render_sql(sql, from_ms, to_ms);
         let out = within_time_limit(
             state,
             query::run_scoped_sql(state.telemetry.as_ref(), scope, &sql, &state.query_limits),
