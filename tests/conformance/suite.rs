@@ -565,3 +565,104 @@ async fn alert_history_round_trips() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
+    use query::{Param, Prepared};
+    for b in backends().await {
+        let a = scope("tenant-a");
+        let t0 = hour_start(5, 0);
+        data::store(
+            b.store.as_ref(),
+            &a,
+            &Export::Logs(data::logs("svc", "a", 10, t0)),
+        )
+        .await;
+        data::store(
+            b.store.as_ref(),
+            &scope("tenant-b"),
+            &Export::Logs(data::logs("svc", "b", 10, t0)),
+        )
+        .await;
+        let sql = "SELECT service_name, count(*) AS n FROM logs_v3 \
+                   WHERE timestamp >= $__from AND timestamp < $__to GROUP BY service_name";
+        let tables: &dyn TelemetryTables = b.store.as_ref();
+        let limits = QueryLimits::default();
+        let prepared = Prepared::new(tables, &a, sql, &["__from", "__to"], &limits)
+            .await
+            .expect("plans")
+            .expect("kept: both parameters are typed by their use");
+        let ms = i64::try_from(t0 / 1_000_000).expect("ms");
+        // Logs are 1 ms apart from t0.
+        for (from, to) in [(ms, ms + 10), (ms + 3, ms + 7), (ms + 20, ms + 30)] {
+            let got = prepared
+                .run(
+                    &[
+                        ("__from", Param::TimestampMs(from)),
+                        ("__to", Param::TimestampMs(to)),
+                    ],
+                    &limits,
+                )
+                .await
+                .expect("runs");
+            let rendered = alert::spec::render_sql(sql, from, to);
+            assert_eq!(
+                pretty_format_batches(&got.batches)
+                    .expect("format")
+                    .to_string(),
+                text(b.store.as_ref(), &a, &rendered).await,
+                "{}: [{from}, {to})",
+                b.name
+            );
+        }
+        // Data written after planning is read by the next run.
+        data::store(
+            b.store.as_ref(),
+            &a,
+            &Export::Logs(data::logs("svc", "c", 5, t0 + 100_000_000)),
+        )
+        .await;
+        let got = prepared
+            .run(
+                &[
+                    ("__from", Param::TimestampMs(ms)),
+                    ("__to", Param::TimestampMs(ms + 1_000)),
+                ],
+                &limits,
+            )
+            .await
+            .expect("runs");
+        assert_eq!(
+            pretty_format_batches(&got.batches)
+                .expect("format")
+                .to_string(),
+            text(
+                b.store.as_ref(),
+                &a,
+                &alert::spec::render_sql(sql, ms, ms + 1_000)
+            )
+            .await,
+            "{}",
+            b.name
+        );
+        assert!(
+            pretty_format_batches(&got.batches)
+                .expect("format")
+                .to_string()
+                .contains("| 15 |"),
+            "{}: the 5 later logs are counted",
+            b.name
+        );
+        // A query whose answer depends on when it runs is not kept.
+        let moving = "SELECT count(*) FROM logs_v3 \
+                      WHERE timestamp >= $__from AND timestamp < $__to AND timestamp < now()";
+        assert!(
+            Prepared::new(tables, &a, moving, &["__from", "__to"], &limits)
+                .await
+                .expect("plans")
+                .is_none(),
+            "{}",
+            b.name
+        );
+    }
+}

@@ -290,3 +290,165 @@ async fn scenario(pg_ch: Option<(String, String)>) {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_delivery_cut_short_at_shutdown_resumes_after_the_restart() {
+    cut_short_and_resumed(None).await;
+    if let Some(stack) = crate::support::postgres_and_clickhouse("the outbox scenario").await {
+        cut_short_and_resumed(Some(stack)).await;
+    }
+}
+
+/// A receiver failing with 503 keeps a notification retrying when the server stops; the
+/// server gives it a short drain, cuts it, and at the next start resumes it from the outbox
+/// with its attempt count. The receiver, healthy again, gets it with the same idempotency key.
+async fn cut_short_and_resumed(pg_ch: Option<(String, String)>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    let status = Arc::new(AtomicU16::new(503));
+    let log: Log = Arc::default();
+    let (s, l) = (Arc::clone(&status), log.clone());
+    let app = axum::Router::new().fallback(
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (s, l) = (Arc::clone(&s), l.clone());
+            async move {
+                l.lock().expect("lock").push(Arrival {
+                    at: Instant::now(),
+                    idempotency_key: headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                axum::http::StatusCode::from_u16(s.load(Ordering::SeqCst)).expect("status")
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack = pg_ch.map(|(pg, ch)| (pg, crate::support::clickhouse_settings(&ch)));
+    let tune = |c: &mut server::Config| {
+        c.plugin_http.allow_loopback_for_tests = true;
+        c.plugin_http.allow_plain_http = true;
+        c.delivery_drain = Duration::from_millis(500);
+        if let Some((pg, ch)) = &stack {
+            c.postgres_url = Some(pg.clone());
+            c.clickhouse = Some(ch.clone());
+        }
+    };
+    let (mut srv, api, admin) = TestServer::with_admin_tuned(tune).await;
+    let (code, group) = api
+        .post(
+            "/api/v1/notification-groups",
+            Some(&admin),
+            json!({"name": "oncall", "group_by": ["alertname"], "group_wait": "1s"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{group}");
+    let gid = group["group_id"].as_str().expect("id").to_string();
+    let (code, ch) = api
+        .post(
+            "/api/v1/channels",
+            Some(&admin),
+            json!({"name": "hook", "type": "webhook", "notification_group_id": gid,
+                   "config": {"url": format!("http://127.0.0.1:{port}/alerts")}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{ch}");
+    let cid = ch["channel_id"].as_str().expect("id").to_string();
+    let (key, _) = api.key(&admin, &["metrics:write"], None).await;
+    srv.send_json(
+        &key,
+        "/v1/metrics",
+        &json!({"resourceMetrics": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+            "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
+                "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": 12.0}]}}]}],
+        }]}),
+    )
+    .await;
+    let (code, rule) = api
+        .post("/api/v1/alert-rules", Some(&admin), json!({
+            "name": "QueueDeep",
+            "queries": [{"name": "A", "range": "10m", "sql":
+                "SELECT service_name, max(value) AS depth FROM metrics_v3 \
+                 WHERE metric_name = 'queue_depth' AND timestamp >= $__from AND timestamp < $__to \
+                 GROUP BY service_name"}],
+            "condition": {"plugin": "builtin-threshold",
+                          "config": {"thresholds": [{"op": "above", "value": 5}]}},
+            "interval": "1s",
+            "notification_groups": [gid],
+        }))
+        .await;
+    assert_eq!(code, 201, "{rule}");
+
+    // The notification is due and failing: at least one 503 arrived.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.lock().expect("lock").is_empty() {
+        assert!(Instant::now() < deadline, "no notification was attempted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_key = log.lock().expect("lock")[0].idempotency_key.clone();
+    assert!(!first_key.is_empty());
+
+    // Stop while it retries (still 503 throughout the drain), then heal the receiver.
+    let api = srv
+        .restart(|c| {
+            tune(c);
+            status.store(200, Ordering::SeqCst);
+        })
+        .await;
+    let admin = api.admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered = log
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|a| a.idempotency_key == first_key)
+            .count();
+        if status.load(Ordering::SeqCst) == 200 && delivered >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut delivery did not resume: {:?}",
+            log.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, attempts) = api
+        .get(&format!("/api/v1/channels/{cid}/attempts"), &admin)
+        .await;
+    let list = attempts["attempts"].as_array().expect("attempts");
+    let delivered = list
+        .iter()
+        .find(|a| a["outcome"] == json!("delivered"))
+        .unwrap_or_else(|| panic!("no delivered attempt: {attempts}"));
+    let before = list
+        .iter()
+        .filter(|a| a["outcome"] == json!("transient"))
+        .count();
+    assert!(before >= 1, "{attempts}");
+    assert_eq!(
+        delivered["attempt"].as_i64(),
+        Some(i64::try_from(before).expect("count") + 1),
+        "the attempt count went on across the restart: {attempts}"
+    );
+    // Delivered once: the firing notification arrived with 200 exactly once, and nothing else
+    // was sent (the dispatcher knew it was sent before the restart).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let keys: std::collections::BTreeSet<String> = log
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 1, "one notification only: {keys:?}");
+    srv.shutdown().await;
+}

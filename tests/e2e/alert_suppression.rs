@@ -222,3 +222,127 @@ async fn scenario(pg_ch: Option<(String, String)>) {
     assert_eq!(unique.len(), got.len(), "nothing arrived twice: {got:?}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn inhibition_holds_from_the_first_tick_after_a_restart() {
+    inhibition_after_restart(None).await;
+    if let Some(stack) =
+        crate::support::postgres_and_clickhouse("the inhibition-after-restart scenario").await
+    {
+        inhibition_after_restart(Some(stack)).await;
+    }
+}
+
+/// A critical alert fires, then its rule moves to a schedule that will not tick again for
+/// years, and the server restarts. The warning rule created after the restart fires for the
+/// same service at once; the critical alert, known only from the stored state, still inhibits
+/// it, while the warning about another service goes out.
+async fn inhibition_after_restart(pg_ch: Option<(String, String)>) {
+    let (hook_port, hooks) = receiver(200).await;
+    let stack = pg_ch.map(|(pg, ch)| (pg, crate::support::clickhouse_settings(&ch)));
+    let tune = |c: &mut server::Config| {
+        c.plugin_http.allow_loopback_for_tests = true;
+        c.plugin_http.allow_plain_http = true;
+        if let Some((pg, ch)) = &stack {
+            c.postgres_url = Some(pg.clone());
+            c.clickhouse = Some(ch.clone());
+        }
+    };
+    let (mut srv, api, admin) = TestServer::with_admin_tuned(tune).await;
+    let (status, group) = api
+        .post(
+            "/api/v1/notification-groups",
+            Some(&admin),
+            json!({
+                "name": "ops", "matchers": ["team=\"ops\""],
+                "group_by": ["alertname", "service_name"],
+                "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h",
+                "inhibit": [{"source": ["alertname=\"QueueCritical\""],
+                             "target": ["alertname=\"QueueWarn\""],
+                             "equal": ["service_name"]}],
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let gid = group["group_id"].as_str().expect("id");
+    let (status, ch) = api
+        .post(
+            "/api/v1/channels",
+            Some(&admin),
+            json!({"name": "ops", "type": "webhook", "notification_group_id": gid,
+                   "config": {"url": format!("http://127.0.0.1:{hook_port}/alerts")}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ch}");
+    let (key, _) = api.key(&admin, &["metrics:write"], None).await;
+    let resource = |svc: &str, v: f64| {
+        json!({
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+            "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
+                "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": v}]}}]}],
+        })
+    };
+    srv.send_json(
+        &key,
+        "/v1/metrics",
+        &json!({"resourceMetrics": [resource("checkout", 12.0), resource("billing", 200.0)]}),
+    )
+    .await;
+    let rule = |name: &str, above: i64| {
+        json!({
+            "name": name,
+            "queries": [{"name": "A", "range": "1h", "sql":
+                "SELECT service_name, max(value) AS depth FROM metrics_v3 \
+                 WHERE metric_name = 'queue_depth' AND timestamp >= $__from AND timestamp < $__to \
+                 GROUP BY service_name"}],
+            "condition": {"plugin": "builtin-threshold",
+                          "config": {"thresholds": [{"op": "above", "value": above}]}},
+            "interval": "1s", "labels": {"team": "ops"},
+        })
+    };
+    let (status, critical) = api
+        .post(
+            "/api/v1/alert-rules",
+            Some(&admin),
+            rule("QueueCritical", 100),
+        )
+        .await;
+    assert_eq!(status, 201, "{critical}");
+    let cid = critical["alert_rule_id"].as_str().expect("id").to_string();
+    wait_for(
+        &hooks,
+        &[("QueueCritical", "billing")],
+        Duration::from_secs(30),
+    )
+    .await;
+    // No more evaluations of the critical rule: its alert stays firing in its stored state.
+    let (status, patched, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/alert-rules/{cid}"),
+            Some(&admin),
+            Some(json!({"schedule": "0 0 0 1 1 * 2099"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+
+    let api = srv.restart(tune).await;
+    let admin = api.admin().await;
+    let (status, warn) = api
+        .post("/api/v1/alert-rules", Some(&admin), rule("QueueWarn", 5))
+        .await;
+    assert_eq!(status, 201, "{warn}");
+    wait_for(
+        &hooks,
+        &[("QueueWarn", "checkout")],
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = arrived(&hooks);
+    assert!(
+        !got.contains(&("QueueWarn".into(), "billing".into())),
+        "inhibited by the critical alert known from before the restart: {got:?}"
+    );
+    srv.shutdown().await;
+}

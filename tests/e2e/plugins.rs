@@ -1,6 +1,7 @@
 //! The plugin registry as a workspace uses it: upload a component it built, see it described,
 //! validate configs, dry-run it on its own data, watch a misbehaving one fail alone and get
-//! disabled by the circuit breaker; and another workspace never sees it.
+//! disabled by the circuit breaker (whose count survives a restart); and another workspace
+//! never sees it.
 
 use serde_json::{Value, json};
 
@@ -34,7 +35,7 @@ async fn upload(api: &Api, token: &str, bytes: Vec<u8>, query: &str) -> (u16, Va
 #[tokio::test]
 async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
     let open = |c: &mut server::Config| c.registration = server::config::RegistrationMode::Open;
-    let (srv, api, admin) = TestServer::with_admin_tuned(open).await;
+    let (mut srv, api, admin) = TestServer::with_admin_tuned(open).await;
     let bytes = component();
 
     // Refused uploads say why.
@@ -132,6 +133,22 @@ async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
         200,
         "the server is fine"
     );
+    // The breaker's count survives a restart: two failures before it, three after it.
+    let api = srv.restart(open).await;
+    let admin = api.admin().await;
+    let run = |config: Value, state: Value| {
+        let api = api.clone();
+        let admin = admin.clone();
+        let id = id.clone();
+        async move {
+            api.post(
+                &format!("/api/v1/plugins/{id}/run"),
+                Some(&admin),
+                json!({"config": config, "inputs": [{"name": "A", "sql": "SELECT count(*) AS n FROM logs_v3"}], "state": state}),
+            )
+            .await
+        }
+    };
     for _ in 0..3 {
         run(json!({"mode": "memory"}), Value::Null).await;
     }

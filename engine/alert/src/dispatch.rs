@@ -55,7 +55,7 @@ pub struct Alert {
 }
 
 /// One notification to send.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// Stable for the group (PagerDuty's `dedup_key`, Alertmanager's `groupKey`).
     pub group_key: String,

@@ -10,6 +10,7 @@
 mod audit;
 pub mod builder;
 mod native;
+mod prepared;
 pub mod views;
 
 use std::sync::{Arc, LazyLock};
@@ -32,6 +33,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use model::{ErrorKind, Rollup, Scope, Table};
 
 pub use audit::{AuditFilter, alert_history, audit_events};
+pub use prepared::{Param, Prepared};
 
 /// A store that runs SQL of its own (ClickHouse) answers builder queries itself: the engine
 /// compiles them to that dialect with the tenant's predicates and every caller value as a
@@ -471,11 +473,20 @@ pub(crate) async fn collect_limited(
 ) -> Result<SqlOutput, QueryError> {
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let df = df.limit(0, Some(limits.max_rows + 1))?;
-    let mut batches = df.collect().await?;
+    let batches = df.collect().await?;
+    Ok(cut_rows(schema, batches, limits.max_rows))
+}
+
+/// Keeps at most `max_rows` of `batches`, saying whether it cut.
+pub(crate) fn cut_rows(
+    schema: SchemaRef,
+    mut batches: Vec<RecordBatch>,
+    max_rows: usize,
+) -> SqlOutput {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let truncated = total > limits.max_rows;
+    let truncated = total > max_rows;
     if truncated {
-        let mut keep = limits.max_rows;
+        let mut keep = max_rows;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             if keep == 0 {
@@ -487,11 +498,11 @@ pub(crate) async fn collect_limited(
         }
         batches = out;
     }
-    Ok(SqlOutput {
+    SqlOutput {
         schema,
         batches,
         truncated,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! A failure anywhere (a query error, a plugin trap, a missing plugin) becomes that rule's
 //! `Outcome::Failed` with the reason; it never reaches another rule.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use alert::spec::{RuleSpec, render_sql};
@@ -12,11 +13,13 @@ use alert::{Labels, Lifecycle, Observation, Outcome, RuleState, State, Transitio
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray};
 use chrono::{DateTime, Utc};
 use model::{Scope, Table};
+use parking_lot::Mutex;
 use plugin_runtime::{EvaluationContext, QueryResult, SeriesStatus};
 use serde_json::json;
 use storage::{AlertRuleRecord, AlertStore, MetaError, RuleStateRecord, TelemetryStore};
 
 use crate::Plugins;
+use crate::states::States;
 
 /// Most evaluations one backtest runs.
 pub const MAX_BACKTEST_EVALUATIONS: usize = 10_000;
@@ -27,7 +30,13 @@ pub struct Evaluator {
     pub telemetry: Arc<dyn TelemetryStore>,
     pub plugins: Arc<dyn Plugins>,
     pub limits: query::QueryLimits,
+    states: States,
+    /// Rules' queries planned once: (rule id, query name) → (its text, the plan, or `None`
+    /// when it is rendered and planned each time).
+    prepared: Mutex<HashMap<(String, String), Prepared>>,
 }
+
+type Prepared = (String, Option<Arc<query::Prepared>>);
 
 /// What one evaluation did.
 #[derive(Debug)]
@@ -105,6 +114,28 @@ fn millis(at: DateTime<Utc>) -> i64 {
 }
 
 impl Evaluator {
+    pub fn new(
+        alerts: Arc<dyn AlertStore>,
+        telemetry: Arc<dyn TelemetryStore>,
+        plugins: Arc<dyn Plugins>,
+        limits: query::QueryLimits,
+    ) -> Evaluator {
+        Evaluator {
+            states: States::new(Arc::clone(&alerts)),
+            prepared: Mutex::default(),
+            alerts,
+            telemetry,
+            plugins,
+            limits,
+        }
+    }
+
+    /// Forgets what is kept in memory of a rule that is no longer scheduled.
+    pub fn forget(&self, rule_id: &str) {
+        self.states.forget(rule_id);
+        self.prepared.lock().retain(|(id, _), _| id != rule_id);
+    }
+
     /// Evaluates `rule` at `now_ms`, writes its history and state. `skipped` ticks were missed
     /// since the last evaluation (it ran over).
     ///
@@ -117,7 +148,7 @@ impl Evaluator {
         now_ms: i64,
         skipped: u64,
     ) -> Result<Evaluated, MetaError> {
-        let prev = self.alerts.rule_state(&rule.alert_rule_id).await?;
+        let prev = self.states.get(&rule.alert_rule_id).await?;
         let mut state: RuleState = prev
             .as_ref()
             .and_then(|p| serde_json::from_str(&p.instances).ok())
@@ -142,8 +173,8 @@ impl Evaluator {
             self.write_history(rule, spec.as_ref(), &transitions).await;
         }
         let at = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
-        self.alerts
-            .put_rule_state(RuleStateRecord {
+        self.states
+            .put(RuleStateRecord {
                 alert_rule_id: rule.alert_rule_id.clone(),
                 instances: serde_json::to_string(&state).unwrap_or_else(|_| "{}".into()),
                 plugin_state,
@@ -205,6 +236,59 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// Runs one of a rule's queries over `[from_ms, to_ms)`. The query is planned once per
+    /// rule and text (`query::Prepared`, its window left as parameters) and only run after
+    /// that; a query that cannot be kept so is rendered with its window and planned each time.
+    async fn run_query(
+        &self,
+        rule: &AlertRuleRecord,
+        scope: &Scope,
+        name: &str,
+        sql: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<query::SqlOutput, query::QueryError> {
+        let key = (rule.alert_rule_id.clone(), name.to_string());
+        let cached = self
+            .prepared
+            .lock()
+            .get(&key)
+            .filter(|(text, _)| text == sql)
+            .map(|(_, p)| p.clone());
+        let prepared = match cached {
+            Some(p) => p,
+            None => {
+                let p = query::Prepared::new(
+                    self.telemetry.as_ref(),
+                    scope,
+                    sql,
+                    &["__from", "__to"],
+                    &self.limits,
+                )
+                .await?
+                .map(Arc::new);
+                self.prepared
+                    .lock()
+                    .insert(key, (sql.to_string(), p.clone()));
+                p
+            }
+        };
+        match prepared {
+            Some(p) => {
+                use query::Param::TimestampMs;
+                let window = [
+                    ("__from", TimestampMs(from_ms)),
+                    ("__to", TimestampMs(to_ms)),
+                ];
+                p.run(&window, &self.limits).await
+            }
+            None => {
+                let sql = render_sql(sql, from_ms, to_ms);
+                query::run_scoped_sql(self.telemetry.as_ref(), scope, &sql, &self.limits).await
+            }
+        }
+    }
+
     /// Runs the queries and the condition plugin; the series it saw, or why not.
     async fn condition(
         &self,
@@ -227,14 +311,13 @@ impl Evaluator {
         for q in &spec.queries {
             let from = to - alert::spec::parse_duration(&q.range).unwrap_or(300_000);
             earliest = earliest.min(from);
-            let sql = render_sql(&q.sql, from, to);
-            let out =
-                match query::run_scoped_sql(self.telemetry.as_ref(), &scope, &sql, &self.limits)
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e) => return Outcome::Failed(format!("query {}: {e}", q.name)),
-                };
+            let out = match self
+                .run_query(rule, &scope, &q.name, &q.sql, from, to)
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => return Outcome::Failed(format!("query {}: {e}", q.name)),
+            };
             match out.to_arrow_ipc() {
                 Ok(data) => inputs.push(QueryResult {
                     name: q.name.clone(),

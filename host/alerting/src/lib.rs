@@ -11,6 +11,7 @@ mod forward;
 mod notify;
 mod records;
 mod scheduler;
+mod states;
 
 use std::sync::Arc;
 

@@ -7,8 +7,12 @@
 //! A group receives an alert when its matchers all match the alert's labels, or, for a group
 //! without matchers, when the alert's rule is linked to it. Each group's dispatch state and
 //! cooldowns are persisted after they change, so a restart neither loses a pending
-//! notification nor repeats one early. At shutdown, deliveries under way get
-//! [`Notifier::drain`] to finish.
+//! notification nor repeats one early. Each delivery a group makes due is written to the
+//! outbox in the same transaction as the group's state and removed when it ends; at shutdown,
+//! deliveries under way get [`Notifier::drain`] to finish, and what is still in the outbox
+//! (cut short, or the server died) resumes at the next start with its attempt count.
+//! Inhibition (which alerts fire) and cooldowns are rebuilt from the rules' stored states at
+//! start, so they hold from the first tick after a restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use alert::{Labels, RuleState, State};
 use chrono::{DateTime, Utc};
 use plugin_runtime::{Capabilities, SendError};
 use serde::{Deserialize, Serialize};
-use storage::{AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord};
+use storage::{AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, OutboxRecord};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -118,6 +122,34 @@ impl Cooldown {
     }
 }
 
+/// What the notifier knows of every rule's alerts: what fires (for inhibition: rule id →
+/// tenant, label sets) and each alert's cooldown (fingerprint → its rule's, in ms).
+#[derive(Default)]
+struct Known {
+    firing: HashMap<String, (String, Vec<Labels>)>,
+    cooldowns: HashMap<String, i64>,
+}
+
+impl Known {
+    fn note(&mut self, rule: &AlertRuleRecord, alerts: &[Alert]) {
+        self.firing.insert(
+            rule.alert_rule_id.clone(),
+            (
+                rule.tenant_id.clone(),
+                alerts
+                    .iter()
+                    .filter(|a| a.status == Status::Firing)
+                    .map(|a| a.labels.clone())
+                    .collect(),
+            ),
+        );
+        let ms = rule.cooldown_minutes.saturating_mul(60_000);
+        for a in alerts {
+            self.cooldowns.insert(a.fingerprint.clone(), ms);
+        }
+    }
+}
+
 /// What is persisted per group.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct GroupState {
@@ -159,24 +191,15 @@ impl Notifier {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut groups: HashMap<String, Group> = HashMap::new();
-        // Firing alerts per rule, for inhibition: rule id → (tenant, label sets).
-        let mut firing: HashMap<String, (String, Vec<Labels>)> = HashMap::new();
-        // Fingerprint → the cooldown of its rule, in milliseconds.
-        let mut cooldowns: HashMap<String, i64> = HashMap::new();
+        let mut known = Known::default();
+        self.recall(&mut known).await;
         let mut deliveries = JoinSet::new();
+        self.resume(&mut deliveries).await;
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => {
-                        firing.insert(m.rule.alert_rule_id.clone(), (
-                            m.rule.tenant_id.clone(),
-                            m.alerts.iter().filter(|a| a.status == Status::Firing)
-                                .map(|a| a.labels.clone()).collect(),
-                        ));
-                        let ms = m.rule.cooldown_minutes.saturating_mul(60_000);
-                        for a in &m.alerts {
-                            cooldowns.insert(a.fingerprint.clone(), ms);
-                        }
+                        known.note(&m.rule, &m.alerts);
                         if let Err(e) = self.route(&mut groups, &m).await {
                             tracing::error!(rule = %m.rule.alert_rule_id, error = %e,
                                 "alerts could not be routed");
@@ -185,7 +208,7 @@ impl Notifier {
                     None => break,
                 },
                 () = tokio::time::sleep(self.tick) => {
-                    self.flush(&mut groups, &firing, &cooldowns, &mut deliveries).await;
+                    self.flush(&mut groups, &known, &mut deliveries).await;
                     while deliveries.try_join_next().is_some() {}
                 }
                 _ = stop.changed() => {
@@ -199,8 +222,76 @@ impl Notifier {
         self.finish(deliveries).await;
     }
 
+    /// What every rule's stored state says fires, and the cooldowns of their alerts: inhibition
+    /// and cooldowns hold from the first tick after a restart, not from each rule's next
+    /// evaluation.
+    async fn recall(&self, known: &mut Known) {
+        let rules = match self.alerts.enabled_rules().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "rules could not be read; inhibition starts empty");
+                return;
+            }
+        };
+        for rule in rules {
+            let Ok(Some(stored)) = self.alerts.rule_state(&rule.alert_rule_id).await else {
+                continue;
+            };
+            if let Ok(state) = serde_json::from_str::<RuleState>(&stored.instances) {
+                known.note(&rule, &alerts_of(&state));
+            }
+        }
+    }
+
+    /// Restarts the deliveries the outbox still holds (the server stopped in their middle),
+    /// each at its next attempt and with its attempt count.
+    async fn resume(self: &Arc<Self>, deliveries: &mut JoinSet<()>) {
+        let pending = match self.alerts.outbox().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "the delivery outbox could not be read");
+                return;
+            }
+        };
+        if !pending.is_empty() {
+            tracing::info!(
+                pending = pending.len(),
+                "resuming deliveries from the outbox"
+            );
+        }
+        for row in pending {
+            let channel = match self.alerts.channel(&row.channel_id).await {
+                Ok(Some(c)) if c.is_active => c,
+                Ok(_) => {
+                    tracing::warn!(channel = %row.channel_id,
+                        "a pending delivery's channel is gone or switched off; dropped");
+                    let _ = self.alerts.outbox_done(&row.outbox_id).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a pending delivery's channel could not be read");
+                    continue;
+                }
+            };
+            let Ok(n) = serde_json::from_str::<Notification>(&row.notification) else {
+                tracing::error!(outbox = %row.outbox_id, "a pending delivery does not parse; dropped");
+                let _ = self.alerts.outbox_done(&row.outbox_id).await;
+                continue;
+            };
+            let me = Arc::clone(self);
+            deliveries.spawn(async move {
+                let wait = (row.next_attempt_at.timestamp_millis() - Utc::now().timestamp_millis())
+                    .max(0)
+                    .unsigned_abs();
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                me.deliver(&row, &channel, &n).await;
+            });
+        }
+    }
+
     /// Lets deliveries under way finish for up to [`Notifier::drain`]; what is left is cut
-    /// short (its attempts so far are recorded) and logged.
+    /// short (its attempts so far are recorded), logged, and resumed from the outbox at the
+    /// next start.
     async fn finish(&self, mut deliveries: JoinSet<()>) {
         let pending = deliveries.len();
         if pending == 0 {
@@ -211,7 +302,7 @@ impl Notifier {
         if tokio::time::timeout(self.drain, all).await.is_err() {
             tracing::warn!(
                 left = deliveries.len(),
-                "notifications still retrying at shutdown were cut short"
+                "notifications still retrying at shutdown were cut short; they resume at the next start"
             );
             deliveries.abort_all();
         }
@@ -280,8 +371,7 @@ impl Notifier {
     async fn flush(
         self: &Arc<Self>,
         groups: &mut HashMap<String, Group>,
-        firing: &HashMap<String, (String, Vec<Labels>)>,
-        cooldowns: &HashMap<String, i64>,
+        known: &Known,
         deliveries: &mut JoinSet<()>,
     ) {
         let now = Utc::now().timestamp_millis();
@@ -296,7 +386,8 @@ impl Notifier {
             }
             let tenant_silences = silences.get(&g.tenant_id).map_or(&[][..], Vec::as_slice);
             let inhibitions = g.spec.inhibitions();
-            let tenant_firing: Vec<Labels> = firing
+            let tenant_firing: Vec<Labels> = known
+                .firing
                 .values()
                 .filter(|(t, _)| *t == g.tenant_id)
                 .flat_map(|(_, l)| l.iter().cloned())
@@ -319,17 +410,46 @@ impl Notifier {
                     continue;
                 }
             };
+            let mut out = Vec::new();
             for mut n in due {
-                if !g.state.cooldown.admit(cooldowns, &mut n, now) {
+                if !g.state.cooldown.admit(&known.cooldowns, &mut n, now) {
                     continue;
                 }
+                let Ok(text) = serde_json::to_string(&n) else {
+                    continue;
+                };
                 for c in channels.iter().filter(|c| c.is_active) {
-                    let me = Arc::clone(self);
-                    let c = c.clone();
-                    let n = n.clone();
-                    let group_id = group_id.clone();
-                    deliveries.spawn(async move { me.deliver(&group_id, &c, &n, now).await });
+                    let at = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_else(Utc::now);
+                    let row = OutboxRecord {
+                        outbox_id: uuid::Uuid::now_v7().to_string(),
+                        channel_id: c.channel_id.clone(),
+                        notification_group_id: group_id.clone(),
+                        workspace_id: c.workspace_id.clone(),
+                        tenant_id: c.tenant_id.clone(),
+                        notification: text.clone(),
+                        attempts: 0,
+                        created_at: at,
+                        next_attempt_at: at,
+                    };
+                    out.push((row, c.clone(), n.clone()));
                 }
+            }
+            // The group's state and its deliveries in one transaction: once the state says
+            // sent, the outbox holds what is to be sent.
+            let rows: Vec<OutboxRecord> = out.iter().map(|(r, _, _)| r.clone()).collect();
+            match serde_json::to_string(&g.state) {
+                Ok(text) => match self.alerts.put_group_state(group_id, &text, &rows).await {
+                    Ok(()) => g.dirty = false,
+                    Err(e) => {
+                        tracing::error!(group = %group_id, error = %e,
+                            "dispatch state and outbox not saved; delivering from memory");
+                    }
+                },
+                Err(e) => tracing::error!(group = %group_id, error = %e, "dispatch state"),
+            }
+            for (row, c, n) in out {
+                let me = Arc::clone(self);
+                deliveries.spawn(async move { me.deliver(&row, &c, &n).await });
             }
         }
         self.persist(groups).await;
@@ -340,7 +460,7 @@ impl Notifier {
             let Ok(text) = serde_json::to_string(&g.state) else {
                 continue;
             };
-            match self.alerts.put_group_state(id, &text).await {
+            match self.alerts.put_group_state(id, &text, &[]).await {
                 Ok(()) => g.dirty = false,
                 Err(e) => tracing::error!(group = %id, error = %e, "dispatch state not saved"),
             }
@@ -373,9 +493,12 @@ impl Notifier {
     }
 
     /// Delivers one notification through one channel: attempts until delivered, permanently
-    /// refused, or out of retries; each attempt recorded.
-    async fn deliver(&self, group_id: &str, c: &ChannelRecord, n: &Notification, created: i64) {
-        let mut attempt: u32 = 0;
+    /// refused, or out of retries; each attempt recorded, and the outbox row kept in step
+    /// (attempts made, when the next is due) until the delivery ends.
+    async fn deliver(&self, row: &OutboxRecord, c: &ChannelRecord, n: &Notification) {
+        let group_id = row.notification_group_id.as_str();
+        let created = row.created_at.timestamp_millis();
+        let mut attempt = u32::try_from(row.attempts).unwrap_or(u32::MAX);
         loop {
             attempt += 1;
             let outcome = self.attempt(c, n).await;
@@ -393,19 +516,36 @@ impl Notifier {
             match next {
                 Next::Done => {
                     metrics::counter!("telemetryflow_notifications_delivered_total").increment(1);
+                    self.done(row).await;
                     return;
                 }
                 Next::GiveUp(why) => {
                     metrics::counter!("telemetryflow_notifications_failed_total").increment(1);
                     tracing::warn!(channel = %c.channel_id, reason = %why, "notification not delivered");
                     self.record(group_id, c, n, attempt, "gave_up", &why).await;
+                    self.done(row).await;
                     return;
                 }
                 Next::RetryAt(at) => {
+                    let due = DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_else(Utc::now);
+                    if let Err(e) = self
+                        .alerts
+                        .outbox_retry(&row.outbox_id, i64::from(attempt), due)
+                        .await
+                    {
+                        tracing::error!(outbox = %row.outbox_id, error = %e, "outbox not updated");
+                    }
                     let wait = (at - now).max(0).unsigned_abs();
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
             }
+        }
+    }
+
+    async fn done(&self, row: &OutboxRecord) {
+        if let Err(e) = self.alerts.outbox_done(&row.outbox_id).await {
+            tracing::error!(outbox = %row.outbox_id, error = %e,
+                "a finished delivery stays in the outbox (it may be sent again at restart)");
         }
     }
 

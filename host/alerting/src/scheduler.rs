@@ -191,6 +191,12 @@ impl Scheduler {
                 },
             );
         }
-        entries.retain(|id, _| keep.contains(id));
+        entries.retain(|id, _| {
+            let kept = keep.contains(id);
+            if !kept {
+                self.evaluator.forget(id);
+            }
+            kept
+        });
     }
 }

@@ -945,15 +945,15 @@ struct BacktestBody {
 }
 
 fn evaluator(state: &AppState) -> alerting::Evaluator {
-    alerting::Evaluator {
-        alerts: Arc::clone(&state.alerts),
-        telemetry: Arc::clone(&state.telemetry),
-        plugins: Arc::new(crate::plugins::AlertPlugins {
+    alerting::Evaluator::new(
+        Arc::clone(&state.alerts),
+        Arc::clone(&state.telemetry),
+        Arc::new(crate::plugins::AlertPlugins {
             service: Arc::clone(&state.plugins),
             meta: Arc::clone(&state.meta),
         }),
-        limits: state.query_limits,
-    }
+        state.query_limits,
+    )
 }
 
 async fn backtest(

@@ -40,7 +40,7 @@ use crate::routes::Body;
 use crate::{ApiError, AppState};
 
 /// Failed calls in a row after which a plugin is disabled.
-const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_THRESHOLD: i64 = 5;
 
 /// The runtime, compile slots, caches and the circuit breaker.
 pub struct PluginService {
@@ -48,7 +48,9 @@ pub struct PluginService {
     compile_slots: tokio::sync::Semaphore,
     cache_dir: Option<PathBuf>,
     compiled: Cache<String, Arc<CompiledPlugin>>,
-    failures: Mutex<HashMap<String, u32>>,
+    /// Failed calls in a row, as last counted in the metadata store (which keeps them across
+    /// restarts); a plugin not here has not been called since the start.
+    failures: Mutex<HashMap<String, i64>>,
     builtin_bytes: &'static [(&'static str, &'static [u8])],
     builtins: tokio::sync::OnceCell<Vec<Builtin>>,
     channels: Arc<dyn plugin_runtime::Capabilities>,
@@ -223,25 +225,37 @@ impl PluginService {
         self.compile(bytes, PluginKind::parse(&record.kind)).await
     }
 
-    /// Counts a call's outcome; returns the reason when this failure trips the breaker.
-    fn outcome(&self, plugin_id: &str, result: &Result<(), &PluginError>) -> Option<String> {
-        let mut failures = self.failures.lock();
-        match result {
-            Ok(()) | Err(PluginError::Failed { .. }) => {
-                failures.remove(plugin_id);
-                None
-            }
-            Err(e) => {
-                let n = failures.entry(plugin_id.to_string()).or_insert(0);
-                *n += 1;
-                (*n >= BREAKER_THRESHOLD).then(|| {
-                    failures.remove(plugin_id);
-                    format!(
-                        "disabled after {BREAKER_THRESHOLD} failed calls in a row; the last: {e}"
-                    )
-                })
-            }
+    /// Counts a call's outcome in the metadata store (so the count survives a restart); returns
+    /// the reason when this failure trips the breaker. A success after successes writes
+    /// nothing.
+    async fn outcome(
+        &self,
+        meta: &dyn storage::MetaStore,
+        plugin_id: &str,
+        result: &Result<(), &PluginError>,
+    ) -> Option<String> {
+        let known = self.failures.lock().get(plugin_id).copied();
+        let failure = match result {
+            Ok(()) | Err(PluginError::Failed { .. }) => None,
+            Err(e) => Some(e),
+        };
+        if failure.is_none() && known == Some(0) {
+            return None;
         }
+        let n = match meta.count_plugin_call(plugin_id, failure.is_some()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(plugin = %plugin_id, error = %e,
+                    "the breaker's count could not be stored; counting in memory");
+                failure.map_or(0, |_| known.unwrap_or(0) + 1)
+            }
+        };
+        self.failures.lock().insert(plugin_id.to_string(), n);
+        let e = failure?;
+        (n >= BREAKER_THRESHOLD).then(|| {
+            self.failures.lock().remove(plugin_id);
+            format!("disabled after {BREAKER_THRESHOLD} failed calls in a row; the last: {e}")
+        })
     }
 }
 
@@ -903,9 +917,16 @@ async fn run_plugin(
     let tripped = match found {
         // Built-ins are ours: a failing call is reported, never disables them for everyone.
         Found::Builtin(_) => None,
-        Found::Uploaded(_) => state
-            .plugins
-            .outcome(&plugin_id, &result.as_ref().map(|_| ())),
+        Found::Uploaded(_) => {
+            state
+                .plugins
+                .outcome(
+                    state.meta.as_ref(),
+                    &plugin_id,
+                    &result.as_ref().map(|_| ()),
+                )
+                .await
+        }
     };
     if let Some(reason) = tripped {
         tracing::error!(plugin = %plugin_id, %reason, "circuit breaker: plugin disabled");
@@ -1105,7 +1126,11 @@ impl alerting::Plugins for AlertPlugins {
             // Built-ins are ours: a failing call is reported, never disables them for everyone.
             return;
         }
-        let Some(reason) = self.service.outcome(plugin_id, &result) else {
+        let Some(reason) = self
+            .service
+            .outcome(self.meta.as_ref(), plugin_id, &result)
+            .await
+        else {
             return;
         };
         tracing::error!(plugin = %plugin_id, workspace = %workspace_id, %reason,

@@ -200,6 +200,9 @@ pub struct Config {
     pub plugin_http: egress::Policy,
     /// An Alertmanager alerts are forwarded to.
     pub alertmanager_url: Option<String>,
+    /// How long notifications under way may take to finish at shutdown; what is left resumes
+    /// from the outbox at the next start.
+    pub delivery_drain: Duration,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -234,6 +237,7 @@ impl Default for Config {
             purge_after_days: 90,
             plugin_http: egress::Policy::default(),
             alertmanager_url: None,
+            delivery_drain: Duration::from_secs(10),
         }
     }
 }
@@ -335,6 +339,7 @@ impl Config {
                 .alertmanager_url
                 .clone()
                 .or(file.alertmanager_url.clone()),
+            delivery_drain: d.delivery_drain,
             lockout_threshold,
             lockout_duration: file.lockout_duration_secs.map_or(d.lockout_duration, |s| {
                 Duration::from_secs(s.max(1).unsigned_abs())

@@ -413,16 +413,16 @@ impl Server {
             external_url: state.auth.public_url.clone(),
             retry: alert::delivery::RetryPolicy::default(),
             tick: Duration::from_millis(200),
-            drain: Duration::from_secs(10),
+            drain: config.delivery_drain,
         }
         .spawn(stopped.clone());
         tasks.push(notifier_task);
-        let evaluator = Arc::new(alerting::Evaluator {
-            alerts: Arc::clone(&state.alerts),
-            telemetry: Arc::clone(&state.telemetry),
-            plugins: alert_plugins,
-            limits: state.query_limits,
-        });
+        let evaluator = Arc::new(alerting::Evaluator::new(
+            Arc::clone(&state.alerts),
+            Arc::clone(&state.telemetry),
+            alert_plugins,
+            state.query_limits,
+        ));
         let forwarder = match &config.alertmanager_url {
             Some(url) => Some(
                 alerting::Forwarder::new(url, &state.auth.public_url)

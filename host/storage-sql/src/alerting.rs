@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use model::Scope;
 use storage::{
     AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, ChannelWrite, GroupRecord,
-    GroupWrite, MetaError, NewSilence, Page, RuleStateRecord, RuleWrite, SilenceRecord,
+    GroupWrite, MetaError, NewSilence, OutboxRecord, Page, RuleStateRecord, RuleWrite,
+    SilenceRecord,
 };
 
 use crate::args;
@@ -113,6 +114,20 @@ fn attempt_from(r: &Row) -> Result<AttemptRecord, DbError> {
         alerts: r.int("alerts")?,
         status: r.text("status")?,
         created_at: r.time("created_at")?,
+    })
+}
+
+fn outbox_from(r: &Row) -> Result<OutboxRecord, DbError> {
+    Ok(OutboxRecord {
+        outbox_id: r.text("outbox_id")?,
+        channel_id: r.text("channel_id")?,
+        notification_group_id: r.text("notification_group_id")?,
+        workspace_id: r.text("workspace_id")?,
+        tenant_id: r.text("tenant_id")?,
+        notification: r.text("notification")?,
+        attempts: r.int("attempts")?,
+        created_at: r.time("created_at")?,
+        next_attempt_at: r.time("next_attempt_at")?,
     })
 }
 
@@ -671,35 +686,37 @@ impl AlertStore for SqlMetaStore {
         .await
     }
 
-    async fn put_rule_state(&self, s: RuleStateRecord) -> Result<(), MetaError> {
+    async fn put_rule_states(&self, states: &[RuleStateRecord]) -> Result<(), MetaError> {
         let mut tx = self.db.begin(false).await.map_err(backend)?;
-        tx.execute(
-            "INSERT INTO alert_rule_state (alert_rule_id, instances, plugin_state, \
-             last_evaluated_at, last_error, evaluations, skipped_ticks, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (alert_rule_id) DO UPDATE SET instances = excluded.instances, \
-             plugin_state = excluded.plugin_state, last_evaluated_at = excluded.last_evaluated_at, \
-             last_error = excluded.last_error, evaluations = excluded.evaluations, \
-             skipped_ticks = excluded.skipped_ticks, updated_at = excluded.updated_at",
-            args![
-                &s.alert_rule_id,
-                s.instances,
-                s.plugin_state,
-                s.last_evaluated_at,
-                s.last_error,
-                s.evaluations,
-                s.skipped_ticks,
-                s.updated_at
-            ],
-        )
-        .await
-        .map_err(backend)?;
-        tx.execute(
-            "UPDATE alert_rules SET last_evaluated_at = $2 WHERE alert_rule_id = $1",
-            args![&s.alert_rule_id, s.last_evaluated_at],
-        )
-        .await
-        .map_err(backend)?;
+        for s in states {
+            tx.execute(
+                "INSERT INTO alert_rule_state (alert_rule_id, instances, plugin_state, \
+                 last_evaluated_at, last_error, evaluations, skipped_ticks, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (alert_rule_id) DO UPDATE SET instances = excluded.instances, \
+                 plugin_state = excluded.plugin_state, last_evaluated_at = excluded.last_evaluated_at, \
+                 last_error = excluded.last_error, evaluations = excluded.evaluations, \
+                 skipped_ticks = excluded.skipped_ticks, updated_at = excluded.updated_at",
+                args![
+                    &s.alert_rule_id,
+                    s.instances.as_str(),
+                    s.plugin_state.clone(),
+                    s.last_evaluated_at,
+                    s.last_error.as_deref(),
+                    s.evaluations,
+                    s.skipped_ticks,
+                    s.updated_at
+                ],
+            )
+            .await
+            .map_err(backend)?;
+            tx.execute(
+                "UPDATE alert_rules SET last_evaluated_at = $2 WHERE alert_rule_id = $1",
+                args![&s.alert_rule_id, s.last_evaluated_at],
+            )
+            .await
+            .map_err(backend)?;
+        }
         tx.commit().await.map_err(backend)?;
         Ok(())
     }
@@ -762,13 +779,78 @@ impl AlertStore for SqlMetaStore {
             .map_err(backend)
     }
 
-    async fn put_group_state(&self, group_id: &str, dispatcher: &str) -> Result<(), MetaError> {
+    async fn put_group_state(
+        &self,
+        group_id: &str,
+        dispatcher: &str,
+        deliveries: &[OutboxRecord],
+    ) -> Result<(), MetaError> {
+        let mut tx = self.db.begin(false).await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO notification_group_state (group_id, dispatcher, updated_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (group_id) DO UPDATE SET \
+             dispatcher = excluded.dispatcher, updated_at = excluded.updated_at",
+            args![group_id, dispatcher, Utc::now()],
+        )
+        .await
+        .map_err(backend)?;
+        for d in deliveries {
+            tx.execute(
+                "INSERT INTO notification_outbox (outbox_id, channel_id, notification_group_id, \
+                 workspace_id, tenant_id, notification, attempts, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                args![
+                    &d.outbox_id,
+                    &d.channel_id,
+                    &d.notification_group_id,
+                    &d.workspace_id,
+                    &d.tenant_id,
+                    &d.notification,
+                    d.attempts,
+                    d.created_at,
+                    d.next_attempt_at
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxRecord>, MetaError> {
+        let rows = self
+            .db
+            .fetch(
+                "SELECT * FROM notification_outbox ORDER BY created_at, outbox_id",
+                args![],
+            )
+            .await
+            .map_err(backend)?;
+        all(&rows, outbox_from)
+    }
+
+    async fn outbox_retry(
+        &self,
+        outbox_id: &str,
+        attempts: i64,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), MetaError> {
         self.db
             .execute(
-                "INSERT INTO notification_group_state (group_id, dispatcher, updated_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT (group_id) DO UPDATE SET \
-                 dispatcher = excluded.dispatcher, updated_at = excluded.updated_at",
-                args![group_id, dispatcher, Utc::now()],
+                "UPDATE notification_outbox SET attempts = $2, next_attempt_at = $3 \
+                 WHERE outbox_id = $1",
+                args![outbox_id, attempts, next_attempt_at],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn outbox_done(&self, outbox_id: &str) -> Result<(), MetaError> {
+        self.db
+            .execute(
+                "DELETE FROM notification_outbox WHERE outbox_id = $1",
+                args![outbox_id],
             )
             .await
             .map_err(backend)?;

@@ -2165,8 +2165,8 @@ impl MetaStore for SqlMetaStore {
         let n = self
             .db
             .execute(
-                "UPDATE plugins SET is_enabled = $2, disabled_reason = $3, updated_at = $4 \
-                 WHERE plugin_id = $1 AND deleted_at IS NULL",
+                "UPDATE plugins SET is_enabled = $2, disabled_reason = $3, updated_at = $4, \
+                 consecutive_failures = 0 WHERE plugin_id = $1 AND deleted_at IS NULL",
                 args![
                     plugin_id,
                     enabled,
@@ -2182,6 +2182,30 @@ impl MetaStore for SqlMetaStore {
         self.plugin(plugin_id)
             .await?
             .ok_or(MetaError::NotFound("plugin"))
+    }
+
+    async fn count_plugin_call(&self, plugin_id: &str, failed: bool) -> Result<i64, MetaError> {
+        let sql = if failed {
+            "UPDATE plugins SET consecutive_failures = consecutive_failures + 1 \
+             WHERE plugin_id = $1"
+        } else {
+            "UPDATE plugins SET consecutive_failures = 0 WHERE plugin_id = $1"
+        };
+        let mut tx = self.db.begin(false).await.map_err(backend)?;
+        tx.execute(sql, args![plugin_id]).await.map_err(backend)?;
+        let n = tx
+            .fetch_one(
+                "SELECT consecutive_failures FROM plugins WHERE plugin_id = $1",
+                args![plugin_id],
+            )
+            .await
+            .map_err(backend)?
+            .map(|r| r.int("consecutive_failures"))
+            .transpose()
+            .map_err(backend)?
+            .unwrap_or(0);
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
     }
 
     async fn delete_plugin(&self, plugin_id: &str, at: DateTime<Utc>) -> Result<bool, MetaError> {

@@ -158,6 +158,23 @@ pub struct AttemptRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A notification waiting to be delivered through one channel (the delivery outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub outbox_id: String,
+    pub channel_id: String,
+    pub notification_group_id: String,
+    pub workspace_id: String,
+    pub tenant_id: String,
+    /// The notification as the dispatcher made it (JSON).
+    pub notification: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When it became due (retries are bounded by its age).
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
 /// Alert rules and where their notifications go.
 #[async_trait]
 pub trait AlertStore: Send + Sync + 'static {
@@ -255,8 +272,12 @@ pub trait AlertStore: Send + Sync + 'static {
     // ---- evaluation state ----------------------------------------------------------------
 
     async fn rule_state(&self, alert_rule_id: &str) -> Result<Option<RuleStateRecord>, MetaError>;
+    /// Writes rules' states (and their `last_evaluated_at`) in one transaction.
+    async fn put_rule_states(&self, states: &[RuleStateRecord]) -> Result<(), MetaError>;
     /// Writes a rule's state (and its `last_evaluated_at`).
-    async fn put_rule_state(&self, state: RuleStateRecord) -> Result<(), MetaError>;
+    async fn put_rule_state(&self, state: RuleStateRecord) -> Result<(), MetaError> {
+        self.put_rule_states(std::slice::from_ref(&state)).await
+    }
 
     // ---- delivery ------------------------------------------------------------------------
 
@@ -266,5 +287,23 @@ pub trait AlertStore: Send + Sync + 'static {
     -> Result<Vec<AttemptRecord>, MetaError>;
     /// A notification group's dispatch state (JSON), if it has one.
     async fn group_state(&self, group_id: &str) -> Result<Option<String>, MetaError>;
-    async fn put_group_state(&self, group_id: &str, dispatcher: &str) -> Result<(), MetaError>;
+    /// Writes a group's dispatch state and, in the same transaction, the deliveries it made
+    /// due into the outbox.
+    async fn put_group_state(
+        &self,
+        group_id: &str,
+        dispatcher: &str,
+        deliveries: &[OutboxRecord],
+    ) -> Result<(), MetaError>;
+    /// Every delivery not finished yet, oldest first.
+    async fn outbox(&self) -> Result<Vec<OutboxRecord>, MetaError>;
+    /// Records that a delivery made `attempts` attempts and is due again at `next_attempt_at`.
+    async fn outbox_retry(
+        &self,
+        outbox_id: &str,
+        attempts: i64,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), MetaError>;
+    /// Removes a delivery that ended (delivered, refused for good or given up).
+    async fn outbox_done(&self, outbox_id: &str) -> Result<(), MetaError>;
 }

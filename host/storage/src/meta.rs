@@ -799,6 +799,9 @@ pub trait MetaStore: Send + Sync + 'static {
         enabled: bool,
         reason: Option<&str>,
     ) -> Result<PluginRecord, MetaError>;
+    /// Counts a plugin call for its circuit breaker: a failure adds one to its failed calls in
+    /// a row, a success sets them to zero; the count after it.
+    async fn count_plugin_call(&self, plugin_id: &str, failed: bool) -> Result<i64, MetaError>;
     /// Soft-deletes a plugin; false if there is none.
     async fn delete_plugin(&self, plugin_id: &str, at: DateTime<Utc>) -> Result<bool, MetaError>;
 
