@@ -24,10 +24,16 @@ use model::Scope;
 use crate::{QueryError, QueryLimits, SqlOutput, TelemetryTables, ensure_single_select};
 
 /// A session with every function and rule and no tables: prepared plans carry their own
-/// table sources, so a run only needs this and its own runtime (memory limit).
+/// table sources, so a run only needs this and its own runtime (memory limit). One partition:
+/// prepared queries are alert rules' short windows, and the scheduler already runs several
+/// evaluations at once; splitting each small scan only adds repartitioning and task hops.
 static BARE: LazyLock<SessionState> = LazyLock::new(|| {
     SessionStateBuilder::new()
-        .with_config(SessionConfig::new().with_information_schema(false))
+        .with_config(
+            SessionConfig::new()
+                .with_information_schema(false)
+                .with_target_partitions(1),
+        )
         .with_default_features()
         .build()
 });

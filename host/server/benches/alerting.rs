@@ -451,7 +451,7 @@ async fn run() {
     }
     let writes = t.elapsed();
 
-    println!("alerting: {RULES} threshold rules × {SERVICES} series, one thread");
+    println!("alerting: {RULES} threshold rules × {SERVICES} series, pinned to one core");
     println!(
         "  of which: plugin call {:.2} ms, state read+write {:.2} ms (SQLite commit)",
         plugin_only.as_secs_f64() * 1e3 / RULES as f64,
