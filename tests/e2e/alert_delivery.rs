@@ -5,6 +5,7 @@
 //! nothing arrives twice, and a channel that fails permanently is recorded and does not hold
 //! up the other.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,11 +24,16 @@ pub(crate) type Log = Arc<Mutex<Vec<Arrival>>>;
 
 /// A receiver answering `status` to everything, recording each request.
 pub(crate) async fn receiver(status: u16) -> (u16, Log) {
+    receiver_answering(Arc::new(AtomicU16::new(status))).await
+}
+
+/// A receiver answering whatever `status` holds at the time, recording each request.
+pub(crate) async fn receiver_answering(status: Arc<AtomicU16>) -> (u16, Log) {
     let log: Log = Arc::default();
     let l = log.clone();
     let app = axum::Router::new().fallback(
         move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let l = l.clone();
+            let (l, status) = (l.clone(), Arc::clone(&status));
             async move {
                 l.lock().expect("lock").push(Arrival {
                     at: Instant::now(),
@@ -39,7 +45,8 @@ pub(crate) async fn receiver(status: u16) -> (u16, Log) {
                     body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                 });
                 (
-                    axum::http::StatusCode::from_u16(status).expect("status"),
+                    axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst))
+                        .expect("status"),
                     "{\"ok\":false,\"error\":\"invalid_token\"}",
                 )
             }
@@ -303,33 +310,8 @@ async fn a_delivery_cut_short_at_shutdown_resumes_after_the_restart() {
 /// server gives it a short drain, cuts it, and at the next start resumes it from the outbox
 /// with its attempt count. The receiver, healthy again, gets it with the same idempotency key.
 async fn cut_short_and_resumed(pg_ch: Option<(String, String)>) {
-    use std::sync::atomic::{AtomicU16, Ordering};
-
     let status = Arc::new(AtomicU16::new(503));
-    let log: Log = Arc::default();
-    let (s, l) = (Arc::clone(&status), log.clone());
-    let app = axum::Router::new().fallback(
-        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let (s, l) = (Arc::clone(&s), l.clone());
-            async move {
-                l.lock().expect("lock").push(Arrival {
-                    at: Instant::now(),
-                    idempotency_key: headers
-                        .get("idempotency-key")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string(),
-                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                });
-                axum::http::StatusCode::from_u16(s.load(Ordering::SeqCst)).expect("status")
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (port, log) = receiver_answering(Arc::clone(&status)).await;
 
     let stack = pg_ch.map(|(pg, ch)| (pg, crate::support::clickhouse_settings(&ch)));
     let tune = |c: &mut server::Config| {

@@ -32,6 +32,16 @@ async fn upload(api: &Api, token: &str, bytes: Vec<u8>, query: &str) -> (u16, Va
     )
 }
 
+/// A dry run of condition `id` over the workspace's logs.
+async fn dry_run(api: &Api, token: &str, id: &str, config: Value, state: Value) -> (u16, Value) {
+    api.post(
+        &format!("/api/v1/plugins/{id}/run"),
+        Some(token),
+        json!({"config": config, "inputs": [{"name": "A", "sql": "SELECT count(*) AS n FROM logs_v3"}], "state": state}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
     let open = |c: &mut server::Config| c.registration = server::config::RegistrationMode::Open;
@@ -93,19 +103,7 @@ async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
     assert_eq!(v["errors"][0]["path"], json!("/mode"));
 
     // A dry run over the workspace's own data, state carried between runs.
-    let run = |config: Value, state: Value| {
-        let api = api.clone();
-        let admin = admin.clone();
-        let id = id.clone();
-        async move {
-            api.post(
-                &format!("/api/v1/plugins/{id}/run"),
-                Some(&admin),
-                json!({"config": config, "inputs": [{"name": "A", "sql": "SELECT count(*) AS n FROM logs_v3"}], "state": state}),
-            )
-            .await
-        }
-    };
+    let run = |config: Value, state: Value| dry_run(&api, &admin, &id, config, state);
     let (status, first) = run(json!({"mode": "ok", "threshold": 1}), Value::Null).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["series"][0]["labels"]["query"], json!("A"));
@@ -136,19 +134,7 @@ async fn a_workspace_uploads_validates_runs_and_manages_its_plugin() {
     // The breaker's count survives a restart: two failures before it, three after it.
     let api = srv.restart(open).await;
     let admin = api.admin().await;
-    let run = |config: Value, state: Value| {
-        let api = api.clone();
-        let admin = admin.clone();
-        let id = id.clone();
-        async move {
-            api.post(
-                &format!("/api/v1/plugins/{id}/run"),
-                Some(&admin),
-                json!({"config": config, "inputs": [{"name": "A", "sql": "SELECT count(*) AS n FROM logs_v3"}], "state": state}),
-            )
-            .await
-        }
-    };
+    let run = |config: Value, state: Value| dry_run(&api, &admin, &id, config, state);
     for _ in 0..3 {
         run(json!({"mode": "memory"}), Value::Null).await;
     }
