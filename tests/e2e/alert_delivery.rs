@@ -315,13 +315,8 @@ async fn cut_short_and_resumed(pg_ch: Option<(String, String)>) {
 
     let stack = pg_ch.map(|(pg, ch)| (pg, crate::support::clickhouse_settings(&ch)));
     let tune = |c: &mut server::Config| {
-        c.plugin_http.allow_loopback_for_tests = true;
-        c.plugin_http.allow_plain_http = true;
+        crate::support::alerts_config(c, stack.as_ref());
         c.delivery_drain = Duration::from_millis(500);
-        if let Some((pg, ch)) = &stack {
-            c.postgres_url = Some(pg.clone());
-            c.clickhouse = Some(ch.clone());
-        }
     };
     let (mut srv, api, admin) = TestServer::with_admin_tuned(tune).await;
     let (code, group) = api

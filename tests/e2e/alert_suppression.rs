@@ -241,12 +241,7 @@ async fn inhibition_after_restart(pg_ch: Option<(String, String)>) {
     let (hook_port, hooks) = receiver(200).await;
     let stack = pg_ch.map(|(pg, ch)| (pg, crate::support::clickhouse_settings(&ch)));
     let tune = |c: &mut server::Config| {
-        c.plugin_http.allow_loopback_for_tests = true;
-        c.plugin_http.allow_plain_http = true;
-        if let Some((pg, ch)) = &stack {
-            c.postgres_url = Some(pg.clone());
-            c.clickhouse = Some(ch.clone());
-        }
+        crate::support::alerts_config(c, stack.as_ref());
     };
     let (mut srv, api, admin) = TestServer::with_admin_tuned(tune).await;
     let (status, group) = api

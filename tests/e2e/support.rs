@@ -75,6 +75,18 @@ pub fn clickhouse_settings(url: &str) -> ClickHouseConfig {
     c
 }
 
+/// What an alerting test server needs, the same at every (re)start: channel plugins may reach
+/// loopback receivers over plain HTTP; SQLite + embedded (`None`) or the given PostgreSQL +
+/// ClickHouse stack.
+pub fn alerts_config(c: &mut Config, stack: Option<&(String, ClickHouseConfig)>) {
+    c.plugin_http.allow_loopback_for_tests = true;
+    c.plugin_http.allow_plain_http = true;
+    if let Some((pg, ch)) = stack {
+        c.postgres_url = Some(pg.clone());
+        c.clickhouse = Some(ch.clone());
+    }
+}
+
 /// A server running inside the test process on ephemeral ports.
 pub struct TestServer {
     pub server: Option<Server>,
@@ -106,13 +118,9 @@ impl TestServer {
         stack: Option<&(String, String)>,
         tune: impl FnOnce(&mut Config),
     ) -> (TestServer, Api, String) {
+        let stack = stack.map(|(pg, ch)| (pg.clone(), clickhouse_settings(ch)));
         TestServer::with_admin_tuned(|c| {
-            c.plugin_http.allow_loopback_for_tests = true;
-            c.plugin_http.allow_plain_http = true;
-            if let Some((pg, ch)) = stack {
-                c.postgres_url = Some(pg.clone());
-                c.clickhouse = Some(clickhouse_settings(ch));
-            }
+            alerts_config(c, stack.as_ref());
             tune(c);
         })
         .await
