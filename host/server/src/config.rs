@@ -130,6 +130,9 @@ pub struct FileConfig {
     pub ingest_max_in_flight: Option<usize>,
     /// Acknowledged bytes not yet flushed to Parquet before writes get 503. Default: 1 GiB
     pub max_unflushed_bytes: Option<usize>,
+    /// Memory for the rows of the most recently flushed files, read without opening their
+    /// Parquet (embedded store). Default: 128 MiB; 0 turns it off.
+    pub hot_bytes: Option<usize>,
     /// Days to keep per table, e.g. `traces_v3 = 14`.
     #[serde(default)]
     pub retention_days: BTreeMap<String, u32>,
@@ -184,6 +187,7 @@ pub struct Config {
     pub admin_password: Option<String>,
     pub ingest_max_in_flight: usize,
     pub max_unflushed_bytes: usize,
+    pub hot_bytes: usize,
     /// `None`: the embedded store.
     pub clickhouse: Option<storage_clickhouse::ClickHouseConfig>,
     /// `None`: SQLite in the data dir; `Some(url)`: PostgreSQL.
@@ -226,6 +230,7 @@ impl Default for Config {
             admin_password: None,
             ingest_max_in_flight: 64,
             max_unflushed_bytes: 1 << 30,
+            hot_bytes: 128 << 20,
             clickhouse: None,
             postgres_url: None,
             registration: RegistrationMode::Invite,
@@ -375,6 +380,7 @@ impl Config {
             admin_password: args.admin_password.clone(),
             ingest_max_in_flight: file.ingest_max_in_flight.unwrap_or(d.ingest_max_in_flight),
             max_unflushed_bytes: file.max_unflushed_bytes.unwrap_or(d.max_unflushed_bytes),
+            hot_bytes: file.hot_bytes.unwrap_or(d.hot_bytes),
         })
     }
 }

@@ -122,6 +122,7 @@ async fn open_telemetry(config: &Config, limits: &IngestLimits) -> anyhow::Resul
     tcfg.flush_interval = config.flush_interval;
     tcfg.retention_days = config.retention_days.clone();
     tcfg.max_unflushed_bytes = config.max_unflushed_bytes;
+    tcfg.hot_bytes = config.hot_bytes;
     let (telemetry, recovery) = EmbeddedStore::open(tcfg, Some(api::reconvert(limits.item)))
         .context("cannot open the telemetry store")?;
     if recovery.replayed_entries > 0 || recovery.truncated_bytes > 0 {

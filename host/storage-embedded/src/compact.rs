@@ -70,8 +70,9 @@ pub(crate) fn compact_once(shared: &Shared) -> std::io::Result<Vec<PathBuf>> {
     let bytes = finish_file(writer, &tmp, &abs_dir.join(&name))?;
 
     let replaced: Vec<String> = sources.iter().map(|f| f.path.clone()).collect();
+    let merged_path = format!("{dir}/{name}");
     let merged = FileMeta {
-        path: format!("{dir}/{name}"),
+        path: merged_path.clone(),
         table: table_name,
         min_ts,
         max_ts,
@@ -82,7 +83,15 @@ pub(crate) fn compact_once(shared: &Shared) -> std::io::Result<Vec<PathBuf>> {
     next.files.retain(|f| !replaced.contains(&f.path));
     next.files.push(merged);
     next.store(&shared.dir)?;
-    shared.state.write().manifest = next;
+    {
+        let mut state = shared.state.write();
+        // The merged file holds exactly its sources' rows: if all were kept, so is it.
+        let kept = state.hot.union(&replaced);
+        state.set_manifest(next);
+        if let Some(batches) = kept {
+            state.hot.insert(merged_path, batches);
+        }
+    }
     tracing::debug!(dir = %dir, files = replaced.len(), rows, "compacted");
     Ok(replaced.iter().map(|p| shared.dir.join(p)).collect())
 }

@@ -20,6 +20,7 @@
 //!   [`StoreError::Overloaded`], before anything is written.
 
 mod compact;
+mod hot;
 mod manifest;
 mod parquet_files;
 mod provider;
@@ -73,6 +74,9 @@ pub struct EmbeddedConfig {
     pub compact_small_file_bytes: u64,
     /// How long replaced files stay on disk for queries already reading them.
     pub compact_grace: Duration,
+    /// Memory (Arrow bytes) for the rows of the most recently flushed files, which queries
+    /// then read without opening the Parquet (module `hot`). 0 turns it off.
+    pub hot_bytes: usize,
 }
 
 impl EmbeddedConfig {
@@ -91,6 +95,7 @@ impl EmbeddedConfig {
             compact_min_files: 16,
             compact_small_file_bytes: 16 << 20,
             compact_grace: Duration::from_secs(60),
+            hot_bytes: 128 << 20,
         }
     }
 }
@@ -111,6 +116,16 @@ struct State {
     active: MemTable,
     frozen: Vec<Arc<Frozen>>,
     manifest: Manifest,
+    /// Rows of recently flushed files, by path.
+    hot: hot::HotFiles,
+}
+
+impl State {
+    /// Makes `manifest` the live one; kept rows of files it no longer lists go.
+    fn set_manifest(&mut self, manifest: Manifest) {
+        self.hot.retain_listed(&manifest);
+        self.manifest = manifest;
+    }
 }
 
 struct Shared {
@@ -169,6 +184,12 @@ pub struct Recovery {
 }
 
 impl EmbeddedStore {
+    /// Flushed files whose rows queries read from memory, and the Arrow bytes they take
+    /// (bounded by [`EmbeddedConfig::hot_bytes`]).
+    pub fn hot_files(&self) -> (usize, usize) {
+        self.shared.state.read().hot.stats()
+    }
+
     /// Opens (or creates) the store in `config.dir`, recovering from any crash.
     ///
     /// # Errors
@@ -235,6 +256,7 @@ impl EmbeddedStore {
                 active,
                 frozen: Vec::new(),
                 manifest,
+                hot: hot::HotFiles::new(config.hot_bytes),
             }),
             manifest_lock: Mutex::new(()),
             flushed,
@@ -599,13 +621,14 @@ fn flusher_loop(shared: &Shared, rx: &Receiver<Arc<Frozen>>) {
 
 fn flush_frozen(shared: &Shared, frozen: &Arc<Frozen>) -> std::io::Result<()> {
     let mut files = Vec::new();
+    let mut rows = Vec::new();
     for (table, batches) in &frozen.tables {
-        files.extend(parquet_files::write_table(
-            &shared.dir,
-            *table,
-            batches,
-            frozen.upto_segment,
-        )?);
+        for (meta, batches) in
+            parquet_files::write_table(&shared.dir, *table, batches, frozen.upto_segment)?
+        {
+            rows.push((meta.path.clone(), batches));
+            files.push(meta);
+        }
     }
     // The rollups of the points flushed, in the same manifest change as the points.
     if let Some(points) = frozen.tables.get(&Table::Metrics) {
@@ -627,7 +650,11 @@ fn flush_frozen(shared: &Shared, frozen: &Arc<Frozen>) -> std::io::Result<()> {
     manifest.store(&shared.dir)?;
     {
         let mut state = shared.state.write();
-        state.manifest = manifest;
+        state.set_manifest(manifest);
+        // The flushed rows stay readable from memory: one step with the memtable leaving.
+        for (path, batches) in rows {
+            state.hot.insert(path, batches);
+        }
         state.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
     }
     let mut freed = 0;
@@ -674,7 +701,7 @@ fn retention(shared: &Shared, now: SystemTime) -> std::io::Result<usize> {
     }
     manifest.files = kept;
     manifest.store(&shared.dir)?;
-    shared.state.write().manifest = manifest;
+    shared.state.write().set_manifest(manifest);
     for f in &gone {
         let path = shared.dir.join(&f.path);
         let _ = std::fs::remove_file(&path);

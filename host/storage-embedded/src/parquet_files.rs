@@ -189,7 +189,8 @@ pub(crate) fn writer_properties() -> std::io::Result<WriterProperties> {
     Ok(b.build())
 }
 
-/// Writes `batches` of `table` under `dir`, returning the files written (not yet in a manifest).
+/// Writes `batches` of `table` under `dir`, returning the files written (not yet in a manifest),
+/// each with the rows it holds.
 ///
 /// Rows are grouped by scope (tenant, workspace) and every UTC day gets one file holding the
 /// groups one after another, so row-group statistics separate tenants; the manifest records each
@@ -201,7 +202,7 @@ pub(crate) fn write_table(
     table: Table,
     batches: &[RecordBatch],
     segment: u64,
-) -> std::io::Result<Vec<FileMeta>> {
+) -> std::io::Result<Vec<(FileMeta, Vec<RecordBatch>)>> {
     let schema = schema_of(table);
     let mut groups: BTreeMap<(String, String), Vec<RecordBatch>> = BTreeMap::new();
     for b in batches.iter().filter(|b| b.num_rows() > 0) {
@@ -231,8 +232,8 @@ pub(crate) fn write_table(
         }
     }
     let mut out = Vec::with_capacity(days.len());
-    for (i, (day, (slices, min_ts, max_ts))) in days.iter().enumerate() {
-        let rel_dir = format!("{}/date={}", table.name(), day_label(*day));
+    for (i, (day, (slices, min_ts, max_ts))) in days.into_iter().enumerate() {
+        let rel_dir = format!("{}/date={}", table.name(), day_label(day));
         let abs_dir = dir.join(&rel_dir);
         std::fs::create_dir_all(&abs_dir)?;
         let name = format!("{segment:012}-{i:03}.parquet");
@@ -242,19 +243,20 @@ pub(crate) fn write_table(
         let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
             .map_err(std::io::Error::other)?;
         let mut rows = 0u64;
-        for slice in slices {
+        for slice in &slices {
             writer.write(slice).map_err(std::io::Error::other)?;
             rows += slice.num_rows() as u64;
         }
         let bytes = finish_file(writer, &tmp, &abs_dir.join(&name))?;
-        out.push(FileMeta {
+        let meta = FileMeta {
             path: format!("{rel_dir}/{name}"),
             table: table.name().to_string(),
-            min_ts: *min_ts,
-            max_ts: *max_ts,
+            min_ts,
+            max_ts,
             rows,
             bytes,
-        });
+        };
+        out.push((meta, slices));
     }
     Ok(out)
 }

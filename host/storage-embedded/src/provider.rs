@@ -2,7 +2,8 @@
 //! in the asked time range, plus the in-memory batches not yet flushed.
 //!
 //! Files are chosen by their recorded min/max `timestamp` against the bounds found in the
-//! query's filters; inside the files, DataFusion prunes row groups and pages by statistics (rows
+//! query's filters; a chosen file still held in memory since its flush (module `hot`) is read
+//! there; inside the files, DataFusion prunes row groups and pages by statistics (rows
 //! are sorted by tenant, so other tenants' row groups are skipped).
 
 use std::sync::Arc;
@@ -200,22 +201,27 @@ impl TableProvider for EmbeddedTable {
         let bounds = TimeBounds::from_filters(filters);
         let (files, memory): (Vec<String>, Vec<RecordBatch>) = {
             let st = self.shared.state.read();
-            let files = st
-                .manifest
-                .files
-                .iter()
-                .filter(|f| {
-                    self.files && f.table == self.name && bounds.overlaps(f.min_ts, f.max_ts)
-                })
-                .map(|f| self.shared.dir.join(&f.path).to_string_lossy().into_owned())
-                .collect();
+            let mut files = Vec::new();
+            let mut memory = Vec::new();
+            let listed = st.manifest.files.iter().filter(|f| {
+                self.files && f.table == self.name && bounds.overlaps(f.min_ts, f.max_ts)
+            });
+            for f in listed {
+                // A recently flushed file's rows are still in memory: read them there.
+                match st.hot.get(&f.path) {
+                    Some(rows) => memory.extend(rows.iter().cloned()),
+                    None => {
+                        files.push(self.shared.dir.join(&f.path).to_string_lossy().into_owned())
+                    }
+                }
+            }
             let mems =
                 std::iter::once(&st.active.tables).chain(st.frozen.iter().map(|f| &f.tables));
-            let memory = mems
-                .filter(|_| self.memory)
-                .filter_map(|t| t.get(&self.table))
-                .flat_map(|b| b.iter().cloned())
-                .collect();
+            memory.extend(
+                mems.filter(|_| self.memory)
+                    .filter_map(|t| t.get(&self.table))
+                    .flat_map(|b| b.iter().cloned()),
+            );
             (files, memory)
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();

@@ -72,10 +72,100 @@ async fn count(store: &EmbeddedStore, filter: &str) -> i64 {
     col.value(0)
 }
 
+/// A store whose flushed rows are read back from its Parquet files (none kept in memory).
 fn config(dir: &std::path::Path) -> EmbeddedConfig {
     let mut c = EmbeddedConfig::new(dir);
     c.flush_interval = Duration::from_secs(3600);
+    c.hot_bytes = 0;
     c
+}
+
+/// What `count` gives for a few filters over `logs(10, t + i)` writes.
+async fn answers(store: &EmbeddedStore, t: u64) -> Vec<i64> {
+    let mut out = Vec::new();
+    for filter in [
+        String::new(),
+        "WHERE body = 'line 3'".to_string(),
+        format!("WHERE timestamp >= to_timestamp_nanos({})", t + 2),
+        format!(
+            "WHERE timestamp < to_timestamp_nanos({}) AND body LIKE 'line 1%'",
+            t + 5
+        ),
+    ] {
+        out.push(count(store, &filter).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recently_flushed_rows_are_read_from_memory_with_the_files_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = EmbeddedConfig::new(dir.path());
+    cfg.flush_interval = Duration::from_secs(3600);
+    cfg.compact_min_files = 4;
+    let (store, _) = EmbeddedStore::open(cfg.clone(), None).expect("open");
+    let t = now();
+    for i in 0..3 {
+        store.write(logs(10, t + i)).await.expect("write");
+        store.flush().await.expect("flush");
+    }
+    assert_eq!(store.live_files(Table::Logs), 3);
+    assert_eq!(store.hot_files().0, 3, "each flushed file's rows are kept");
+    let hot = answers(&store, t).await;
+    assert_eq!(hot, vec![30, 3, 27, 3]);
+
+    // A compaction merges the files; their rows were all kept, so the merged file's are too.
+    store.write(logs(10, t + 3)).await.expect("write");
+    store.flush().await.expect("flush");
+    let _ = store.compact_now().expect("compact");
+    assert_eq!(store.live_files(Table::Logs), 1);
+    assert_eq!(store.hot_files().0, 1);
+    let merged = answers(&store, t).await;
+    assert_eq!(merged, vec![40, 4, 37, 4]);
+    store.close().await.expect("close");
+    drop(store);
+
+    // Reopened, nothing is kept: the same answers come from the Parquet file.
+    let (store, _) = EmbeddedStore::open(cfg, None).expect("reopen");
+    assert_eq!(store.hot_files(), (0, 0));
+    assert_eq!(answers(&store, t).await, merged);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_its_memory_budget_the_oldest_flushed_files_are_read_from_parquet() {
+    let t = now();
+    // Room for one flushed file of ten log lines and a half.
+    let one = kept_bytes_of_one_file(t).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.hot_bytes = one + one / 2;
+    let (store, _) = EmbeddedStore::open(cfg, None).expect("open");
+    for i in 0..3 {
+        store.write(logs(10, t + i)).await.expect("write");
+        store.flush().await.expect("flush");
+    }
+    assert_eq!(store.live_files(Table::Logs), 3);
+    let (files, bytes) = store.hot_files();
+    assert_eq!(files, 1, "only the newest file fits");
+    assert!(bytes <= one + one / 2);
+    // One scan reads the kept rows from memory and the other two files from Parquet.
+    assert_eq!(answers(&store, t).await, vec![30, 3, 27, 3]);
+    store.close().await.expect("close");
+}
+
+/// The memory a flushed file of `logs(10, t)` takes when kept.
+async fn kept_bytes_of_one_file(t: u64) -> usize {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.hot_bytes = usize::MAX;
+    let (store, _) = EmbeddedStore::open(cfg, None).expect("open");
+    store.write(logs(10, t)).await.expect("write");
+    store.flush().await.expect("flush");
+    let (files, bytes) = store.hot_files();
+    assert_eq!(files, 1);
+    store.close().await.expect("close");
+    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
