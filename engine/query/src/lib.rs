@@ -368,6 +368,11 @@ static SHARED_RUNTIME: LazyLock<Option<Arc<RuntimeEnv>>> = LazyLock::new(|| {
         .ok()
 });
 
+/// The runtime whose caches every query shares.
+fn shared_runtime() -> Option<Arc<RuntimeEnv>> {
+    SHARED_RUNTIME.as_ref().map(Arc::clone)
+}
+
 /// A query's runtime: its own memory limit, the shared caches.
 fn query_runtime(limits: &QueryLimits) -> Result<Arc<RuntimeEnv>, DataFusionError> {
     let builder = match SHARED_RUNTIME.as_ref() {

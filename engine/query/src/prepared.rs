@@ -14,8 +14,8 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::execution::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Volatility};
 use datafusion::physical_plan::collect;
 use datafusion::prelude::{SQLOptions, SessionConfig};
@@ -23,19 +23,24 @@ use model::Scope;
 
 use crate::{QueryError, QueryLimits, SqlOutput, TelemetryTables, ensure_single_select};
 
-/// A session with every function and rule and no tables: prepared plans carry their own
-/// table sources, so a run only needs this and its own runtime (memory limit). One partition:
-/// prepared queries are alert rules' short windows, and the scheduler already runs several
-/// evaluations at once; splitting each small scan only adds repartitioning and task hops.
+/// A session with every function and rule and no tables, over the shared caches: prepared
+/// plans carry their own table sources, so a run plans against this and executes with its own
+/// runtime (its memory limit). One partition: prepared queries are alert rules' short windows,
+/// and the scheduler already runs several evaluations at once; splitting each small scan only
+/// adds repartitioning and task hops.
 static BARE: LazyLock<SessionState> = LazyLock::new(|| {
-    SessionStateBuilder::new()
+    let builder = SessionStateBuilder::new()
         .with_config(
             SessionConfig::new()
                 .with_information_schema(false)
                 .with_target_partitions(1),
         )
-        .with_default_features()
-        .build()
+        .with_default_features();
+    match crate::shared_runtime() {
+        Some(rt) => builder.with_runtime_env(rt),
+        None => builder,
+    }
+    .build()
 });
 
 /// A parameter's value.
@@ -126,15 +131,14 @@ impl Prepared {
             map.insert(name.clone(), v.scalar().cast_to(t)?.into());
         }
         let plan = self.plan.clone().with_param_values(ParamValues::Map(map))?;
-        let state = SessionStateBuilder::new_from_existing(BARE.clone())
-            .with_runtime_env(crate::query_runtime(limits)?)
-            .build();
         let schema = Arc::new(plan.schema().as_arrow().clone());
+        let state: &SessionState = &BARE;
         let physical = state
             .query_planner()
-            .create_physical_plan(&plan, &state)
+            .create_physical_plan(&plan, state)
             .await?;
-        let batches = collect(physical, state.task_ctx()).await?;
+        let task = TaskContext::from(state).with_runtime(crate::query_runtime(limits)?);
+        let batches = collect(physical, Arc::new(task)).await?;
         Ok(crate::cut_rows(schema, batches, self.max_rows))
     }
 }
