@@ -148,11 +148,10 @@ impl Evaluator {
         now_ms: i64,
         skipped: u64,
     ) -> Result<Evaluated, MetaError> {
-        let prev = self.states.get(&rule.alert_rule_id).await?;
-        let mut state: RuleState = prev
-            .as_ref()
-            .and_then(|p| serde_json::from_str(&p.instances).ok())
-            .unwrap_or_default();
+        let (prev, mut state) = match self.states.get(&rule.alert_rule_id).await? {
+            Some(kept) => (Some(kept.record), kept.state),
+            None => (None, RuleState::default()),
+        };
         let mut plugin_state = prev.as_ref().and_then(|p| p.plugin_state.clone());
         let (outcome, lifecycle, spec) = match crate::rule_spec(rule, Vec::new()) {
             Err(m) => (Outcome::Failed(m), Lifecycle::default(), None),
@@ -173,19 +172,18 @@ impl Evaluator {
             self.write_history(rule, spec.as_ref(), &transitions).await;
         }
         let at = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
-        self.states
-            .put(RuleStateRecord {
-                alert_rule_id: rule.alert_rule_id.clone(),
-                instances: serde_json::to_string(&state).unwrap_or_else(|_| "{}".into()),
-                plugin_state,
-                last_evaluated_at: Some(at),
-                last_error: error.clone(),
-                evaluations: prev.as_ref().map_or(0, |p| p.evaluations) + 1,
-                skipped_ticks: prev.as_ref().map_or(0, |p| p.skipped_ticks)
-                    + i64::try_from(skipped).unwrap_or(i64::MAX),
-                updated_at: Utc::now(),
-            })
-            .await?;
+        let record = RuleStateRecord {
+            alert_rule_id: rule.alert_rule_id.clone(),
+            instances: serde_json::to_string(&state).unwrap_or_else(|_| "{}".into()),
+            plugin_state,
+            last_evaluated_at: Some(at),
+            last_error: error.clone(),
+            evaluations: prev.as_ref().map_or(0, |p| p.evaluations) + 1,
+            skipped_ticks: prev.as_ref().map_or(0, |p| p.skipped_ticks)
+                + i64::try_from(skipped).unwrap_or(i64::MAX),
+            updated_at: Utc::now(),
+        };
+        self.states.put(record, state.clone()).await?;
         metrics::counter!("telemetryflow_alert_evaluations_total").increment(1);
         if error.is_some() {
             metrics::counter!("telemetryflow_alert_evaluation_failures_total").increment(1);

@@ -1,11 +1,12 @@
-//! Rules' evaluation states between evaluations: read from the store once, then kept in memory
-//! (the evaluator is their only writer), and written in group commits: evaluations that finish
+//! Rules' evaluation states between evaluations: read from the store once, then kept in memory,
+//! parsed (the evaluator is their only writer), and written in group commits: evaluations that finish
 //! while a commit is under way share the next one, so a commit is paid per batch, not per rule.
 //! Every write is durable before the evaluation that made it returns.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use alert::RuleState;
 use parking_lot::Mutex;
 use storage::{AlertStore, MetaError, RuleStateRecord};
 
@@ -27,9 +28,25 @@ struct Committed {
     failed: BTreeMap<u64, String>,
 }
 
+/// A rule's last state: its record (whose `instances` text is left empty here) and the
+/// instances parsed.
+#[derive(Clone)]
+pub(crate) struct Kept {
+    pub record: RuleStateRecord,
+    pub state: RuleState,
+}
+
+impl Kept {
+    fn from_stored(mut record: RuleStateRecord) -> Kept {
+        let state = serde_json::from_str(&record.instances).unwrap_or_default();
+        record.instances = String::new();
+        Kept { record, state }
+    }
+}
+
 pub(crate) struct States {
     alerts: Arc<dyn AlertStore>,
-    cache: Mutex<HashMap<String, RuleStateRecord>>,
+    cache: Mutex<HashMap<String, Kept>>,
     queue: Mutex<Queue>,
     committed: tokio::sync::Mutex<Committed>,
 }
@@ -45,27 +62,37 @@ impl States {
     }
 
     /// A rule's last state: from memory once it has been read or written here.
-    pub(crate) async fn get(&self, rule_id: &str) -> Result<Option<RuleStateRecord>, MetaError> {
+    pub(crate) async fn get(&self, rule_id: &str) -> Result<Option<Kept>, MetaError> {
         if let Some(s) = self.cache.lock().get(rule_id) {
             return Ok(Some(s.clone()));
         }
-        let stored = self.alerts.rule_state(rule_id).await?;
-        if let Some(s) = &stored {
-            self.cache
-                .lock()
-                .entry(rule_id.to_string())
-                .or_insert_with(|| s.clone());
-        }
-        Ok(stored)
+        let Some(stored) = self.alerts.rule_state(rule_id).await? else {
+            return Ok(None);
+        };
+        let kept = Kept::from_stored(stored);
+        self.cache
+            .lock()
+            .entry(rule_id.to_string())
+            .or_insert_with(|| kept.clone());
+        Ok(Some(kept))
     }
 
-    /// Writes a rule's state; returns once it is committed (in a batch with whatever other
-    /// states were waiting).
-    pub(crate) async fn put(&self, state: RuleStateRecord) -> Result<(), MetaError> {
-        let id = state.alert_rule_id.clone();
+    /// Writes a rule's state (`record.instances` is `state` as text); returns once it is
+    /// committed (in a batch with whatever other states were waiting).
+    pub(crate) async fn put(
+        &self,
+        mut record: RuleStateRecord,
+        state: RuleState,
+    ) -> Result<(), MetaError> {
+        let id = record.alert_rule_id.clone();
+        // The text goes to the store; memory keeps the parsed instances.
+        let text = std::mem::take(&mut record.instances);
         let mine = {
             let mut q = self.queue.lock();
-            q.pending.push(state.clone());
+            q.pending.push(RuleStateRecord {
+                instances: text,
+                ..record.clone()
+            });
             q.batch
         };
         let result = {
@@ -97,7 +124,7 @@ impl States {
         let mut cache = self.cache.lock();
         match &result {
             Ok(()) => {
-                cache.insert(id, state);
+                cache.insert(id, Kept { record, state });
             }
             // What the store holds is unknown now: read it again next time.
             Err(_) => {
