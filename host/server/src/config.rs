@@ -402,7 +402,8 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\n[retention_days]\ntraces_v3 = 7\n",
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\nhot_bytes = 1048576\n\
+             [retention_days]\ntraces_v3 = 7\n",
         )
         .expect("write");
         let args = ServeArgs {
@@ -416,6 +417,8 @@ mod tests {
         assert_eq!(c.otlp_grpc_addr, addr("127.0.0.1:4317"));
         assert_eq!(c.retention_days[&model::Table::Traces], 7);
         assert_eq!(c.retention_days[&model::Table::Metrics], 90);
+        assert_eq!(c.hot_bytes, 1 << 20);
+        assert_eq!(Config::default().hot_bytes, 128 << 20);
 
         std::fs::write(&file, "data_dirr = \"typo\"\n").expect("write");
         assert!(Config::resolve(&args).is_err(), "unknown keys are errors");
