@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, now_nanos};
+use crate::support::{TestServer, queue_depth};
 
 #[derive(Clone, Debug)]
 pub(crate) struct Arrival {
@@ -123,12 +123,8 @@ async fn scenario(pg_ch: Option<(String, String)>) {
 
     // One data point, in range for 7 s: the alert fires, then its series vanishes.
     let (key, _) = api.key(&admin, &["metrics:write"], None).await;
-    let body = json!({"resourceMetrics": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
-        "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
-            "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": 12.0}]}}]}],
-    }]});
-    srv.send_json(&key, "/v1/metrics", &body).await;
+    srv.send_json(&key, "/v1/metrics", &queue_depth(&[("checkout", 12.0)]))
+        .await;
     let (status, rule) = api
         .post("/api/v1/alert-rules", Some(&admin), json!({
             "name": "QueueDeep",
@@ -339,16 +335,8 @@ async fn cut_short_and_resumed(pg_ch: Option<(String, String)>) {
     assert_eq!(code, 201, "{ch}");
     let cid = ch["channel_id"].as_str().expect("id").to_string();
     let (key, _) = api.key(&admin, &["metrics:write"], None).await;
-    srv.send_json(
-        &key,
-        "/v1/metrics",
-        &json!({"resourceMetrics": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
-            "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
-                "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": 12.0}]}}]}],
-        }]}),
-    )
-    .await;
+    srv.send_json(&key, "/v1/metrics", &queue_depth(&[("checkout", 12.0)]))
+        .await;
     let (code, rule) = api
         .post("/api/v1/alert-rules", Some(&admin), json!({
             "name": "QueueDeep",

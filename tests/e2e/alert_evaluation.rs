@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Api, TestServer, clickhouse_settings, now_nanos};
+use crate::support::{Api, TestServer, clickhouse_settings, queue_depth};
 
 /// The stacks to run on: always SQLite + embedded; PostgreSQL + ClickHouse when both are
 /// configured (CI makes them mandatory).
@@ -28,16 +28,6 @@ async fn stacks() -> Vec<(&'static str, TestServer, Api, String)> {
         out.push(("postgres+clickhouse", srv, api, admin));
     }
     out
-}
-
-fn gauge(service: &str, value: f64) -> Value {
-    json!({"resourceMetrics": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-        "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{
-            "name": "queue_depth",
-            "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": value}]},
-        }]}],
-    }]})
 }
 
 async fn poll<F: Fn(&Value) -> bool>(api: &Api, token: &str, path: &str, ok: F) -> Value {
@@ -66,7 +56,7 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
     for (stack, srv, api, admin) in stacks().await {
         let (key, _) = api.key(&admin, &["metrics:write"], None).await;
         for (service, value) in [("checkout", 12.0), ("cart", 1.0)] {
-            srv.send_json(&key, "/v1/metrics", &gauge(service, value))
+            srv.send_json(&key, "/v1/metrics", &queue_depth(&[(service, value)]))
                 .await;
         }
 
@@ -331,7 +321,7 @@ async fn rules_fire_on_ingested_data_and_a_trapping_condition_fails_alone() {
 async fn alert_state_survives_a_restart() {
     let (mut srv, api, admin) = TestServer::with_admin().await;
     let (key, _) = api.key(&admin, &["metrics:write"], None).await;
-    srv.send_json(&key, "/v1/metrics", &gauge("checkout", 12.0))
+    srv.send_json(&key, "/v1/metrics", &queue_depth(&[("checkout", 12.0)]))
         .await;
     let (status, rule) = api
         .post("/api/v1/alert-rules", Some(&admin), json!({

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::alert_delivery::{Log, receiver};
-use crate::support::{TestServer, now_nanos};
+use crate::support::{TestServer, now_nanos, queue_depth};
 
 /// `(alertname, service_name)` of every alert that arrived, in order.
 fn arrived(log: &Log) -> Vec<(String, String)> {
@@ -125,16 +125,7 @@ async fn scenario(pg_ch: Option<(String, String)>) {
 
     // Three services: checkout and search are deep, billing very deep.
     let (key, _) = api.key(&admin, &["metrics:write"], None).await;
-    let now = now_nanos().to_string();
-    let resource = |service: &str, depth: f64| {
-        json!({
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-            "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
-                "gauge": {"dataPoints": [{"timeUnixNano": now, "asDouble": depth}]}}]}],
-        })
-    };
-    let body = json!({"resourceMetrics": [
-        resource("checkout", 12.0), resource("search", 12.0), resource("billing", 200.0)]});
+    let body = queue_depth(&[("checkout", 12.0), ("search", 12.0), ("billing", 200.0)]);
     srv.send_json(&key, "/v1/metrics", &body).await;
     // The warning needs 3 s of pending, so the critical alert that inhibits it is firing first.
     for (name, above, pending) in [("QueueCritical", 100, "0s"), ("QueueWarn", 5, "3s")] {
@@ -270,17 +261,10 @@ async fn inhibition_after_restart(pg_ch: Option<(String, String)>) {
         .await;
     assert_eq!(status, 201, "{ch}");
     let (key, _) = api.key(&admin, &["metrics:write"], None).await;
-    let resource = |svc: &str, v: f64| {
-        json!({
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
-            "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
-                "gauge": {"dataPoints": [{"timeUnixNano": now_nanos().to_string(), "asDouble": v}]}}]}],
-        })
-    };
     srv.send_json(
         &key,
         "/v1/metrics",
-        &json!({"resourceMetrics": [resource("checkout", 12.0), resource("billing", 200.0)]}),
+        &queue_depth(&[("checkout", 12.0), ("billing", 200.0)]),
     )
     .await;
     let rule = |name: &str, above: i64| {

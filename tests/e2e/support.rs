@@ -411,6 +411,22 @@ pub async fn post_protobuf(
     .await
 }
 
+/// An OTLP/JSON metrics request: one `queue_depth` gauge point per service, all at now.
+pub fn queue_depth(points: &[(&str, f64)]) -> Value {
+    let now = now_nanos().to_string();
+    let resources: Vec<Value> = points
+        .iter()
+        .map(|(service, depth)| {
+            json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeMetrics": [{"scope": {"name": "e2e"}, "metrics": [{"name": "queue_depth",
+                    "gauge": {"dataPoints": [{"timeUnixNano": now, "asDouble": depth}]}}]}],
+            })
+        })
+        .collect();
+    json!({ "resourceMetrics": resources })
+}
+
 pub fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
