@@ -2,7 +2,10 @@
 //! each rule's evaluation state; what one tenant cannot reach from another; purge.
 
 use chrono::Utc;
-use storage::{ChannelWrite, GroupWrite, MetaError, NewSilence, Page, RuleStateRecord, RuleWrite};
+use storage::{
+    AttemptRecord, ChannelWrite, GroupWrite, MetaError, NewSilence, OutboxRecord, OutboxStep, Page,
+    RuleStateRecord, RuleWrite,
+};
 
 use super::{admin_of, backends};
 
@@ -243,6 +246,113 @@ async fn channels_keep_their_sealed_config_and_go_with_their_group() {
             b.name
         );
         assert!(a.groups(&scope.tenant_id).await.expect("list").is_empty());
+    }
+}
+
+fn attempt(id: &str, n: i64, outcome: &str) -> AttemptRecord {
+    AttemptRecord {
+        attempt_id: id.into(),
+        channel_id: "chan-1".into(),
+        notification_group_id: "group-1".into(),
+        workspace_id: "ws".into(),
+        tenant_id: "tn".into(),
+        group_key: "{alertname=\"A\"}".into(),
+        idempotency_key: "{alertname=\"A\"}@1".into(),
+        attempt: n,
+        outcome: outcome.into(),
+        message: String::new(),
+        alerts: 1,
+        status: "firing".into(),
+        created_at: Utc::now(),
+    }
+}
+
+/// A delivery's attempt records and its outbox row move in one step: after a failed write
+/// neither moved, so a delivery resumed from the outbox counts its attempts as recorded.
+#[tokio::test]
+async fn the_outbox_moves_with_each_recorded_attempt() {
+    for b in backends().await {
+        let a = b.alerts.as_ref();
+        let at =
+            chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+        let row = OutboxRecord {
+            outbox_id: "out-1".into(),
+            channel_id: "chan-1".into(),
+            notification_group_id: "group-1".into(),
+            workspace_id: "ws".into(),
+            tenant_id: "tn".into(),
+            notification: "{}".into(),
+            attempts: 0,
+            created_at: at,
+            next_attempt_at: at,
+        };
+        a.put_group_state("group-1", "{}", std::slice::from_ref(&row))
+            .await
+            .expect("outbox");
+        let due = at + chrono::Duration::seconds(30);
+        let retry = OutboxStep::Retry {
+            outbox_id: "out-1",
+            attempts: 1,
+            next_attempt_at: due,
+        };
+        a.record_attempt(&[attempt("a1", 1, "transient")], retry)
+            .await
+            .expect("attempt");
+        let pending = a.outbox().await.expect("outbox");
+        assert_eq!(pending.len(), 1, "{}", b.name);
+        assert_eq!(
+            (pending[0].attempts, pending[0].next_attempt_at),
+            (1, due),
+            "{}",
+            b.name
+        );
+
+        // The second attempt's write fails (its id is taken): the outbox did not move either.
+        let later = OutboxStep::Retry {
+            outbox_id: "out-1",
+            attempts: 2,
+            next_attempt_at: due + chrono::Duration::seconds(30),
+        };
+        let failed = a
+            .record_attempt(
+                &[attempt("a2", 2, "transient"), attempt("a1", 2, "x")],
+                later,
+            )
+            .await;
+        assert!(failed.is_err(), "{}", b.name);
+        assert_eq!(
+            a.outbox().await.expect("outbox")[0].attempts,
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            a.attempts("chan-1", 10).await.expect("attempts").len(),
+            1,
+            "{}",
+            b.name
+        );
+
+        // Giving up writes both records and ends the delivery.
+        a.record_attempt(
+            &[attempt("a2", 2, "transient"), attempt("a3", 2, "gave_up")],
+            OutboxStep::Done { outbox_id: "out-1" },
+        )
+        .await
+        .expect("attempt");
+        assert!(a.outbox().await.expect("outbox").is_empty(), "{}", b.name);
+        let list = a.attempts("chan-1", 10).await.expect("attempts");
+        let mut outcomes: Vec<(i64, &str)> = list
+            .iter()
+            .map(|r| (r.attempt, r.outcome.as_str()))
+            .collect();
+        outcomes.sort_unstable();
+        assert_eq!(
+            outcomes,
+            [(1, "transient"), (2, "gave_up"), (2, "transient")],
+            "{}",
+            b.name
+        );
     }
 }
 

@@ -25,7 +25,9 @@ use alert::{Labels, RuleState, State};
 use chrono::{DateTime, Utc};
 use plugin_runtime::{Capabilities, SendError};
 use serde::{Deserialize, Serialize};
-use storage::{AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, OutboxRecord};
+use storage::{
+    AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, OutboxRecord, OutboxStep,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -512,40 +514,42 @@ impl Notifier {
                 Attempt::Transient(m) => ("transient", m.clone()),
                 Attempt::RateLimited { message, .. } => ("rate_limited", message.clone()),
             };
-            self.record(group_id, c, n, attempt, label, &message).await;
-            match next {
+            let mut records = vec![attempt_record(group_id, c, n, attempt, label, &message)];
+            let step = match &next {
                 Next::Done => {
                     metrics::counter!("telemetryflow_notifications_delivered_total").increment(1);
-                    self.done(row).await;
-                    return;
+                    OutboxStep::Done {
+                        outbox_id: &row.outbox_id,
+                    }
                 }
                 Next::GiveUp(why) => {
                     metrics::counter!("telemetryflow_notifications_failed_total").increment(1);
                     tracing::warn!(channel = %c.channel_id, reason = %why, "notification not delivered");
-                    self.record(group_id, c, n, attempt, "gave_up", &why).await;
-                    self.done(row).await;
-                    return;
-                }
-                Next::RetryAt(at) => {
-                    let due = DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_else(Utc::now);
-                    if let Err(e) = self
-                        .alerts
-                        .outbox_retry(&row.outbox_id, i64::from(attempt), due)
-                        .await
-                    {
-                        tracing::error!(outbox = %row.outbox_id, error = %e, "outbox not updated");
+                    records.push(attempt_record(group_id, c, n, attempt, "gave_up", why));
+                    OutboxStep::Done {
+                        outbox_id: &row.outbox_id,
                     }
+                }
+                Next::RetryAt(at) => OutboxStep::Retry {
+                    outbox_id: &row.outbox_id,
+                    attempts: i64::from(attempt),
+                    next_attempt_at: DateTime::<Utc>::from_timestamp_millis(*at)
+                        .unwrap_or_else(Utc::now),
+                },
+            };
+            // The records and the outbox row move together: a delivery cut here (shutdown)
+            // resumes at the next start with the attempt count its records show.
+            if let Err(e) = self.alerts.record_attempt(&records, step).await {
+                tracing::error!(channel = %c.channel_id, outbox = %row.outbox_id, error = %e,
+                    "delivery attempt not recorded (a finished delivery may be sent again at restart)");
+            }
+            match next {
+                Next::Done | Next::GiveUp(_) => return,
+                Next::RetryAt(at) => {
                     let wait = (at - now).max(0).unsigned_abs();
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
             }
-        }
-    }
-
-    async fn done(&self, row: &OutboxRecord) {
-        if let Err(e) = self.alerts.outbox_done(&row.outbox_id).await {
-            tracing::error!(outbox = %row.outbox_id, error = %e,
-                "a finished delivery stays in the outbox (it may be sent again at restart)");
         }
     }
 
@@ -631,39 +635,36 @@ impl Notifier {
             config,
         }
     }
+}
 
-    async fn record(
-        &self,
-        group_id: &str,
-        c: &ChannelRecord,
-        n: &Notification,
-        attempt: u32,
-        outcome: &str,
-        message: &str,
-    ) {
-        let r = AttemptRecord {
-            attempt_id: uuid::Uuid::now_v7().to_string(),
-            channel_id: c.channel_id.clone(),
-            notification_group_id: group_id.to_string(),
-            workspace_id: c.workspace_id.clone(),
-            tenant_id: c.tenant_id.clone(),
-            group_key: n.group_key.clone(),
-            idempotency_key: n.idempotency_key.clone(),
-            attempt: i64::from(attempt),
-            outcome: outcome.to_string(),
-            message: message.chars().take(2000).collect(),
-            alerts: i64::try_from(n.alerts.len()).unwrap_or(i64::MAX),
-            status: match n.status {
-                Status::Firing => "firing",
-                Status::Resolved => "resolved",
-            }
-            .to_string(),
-            created_at: DateTime::<Utc>::from_timestamp_millis(Utc::now().timestamp_millis())
-                .unwrap_or_else(Utc::now),
-        };
-        if let Err(e) = self.alerts.record_attempt(r).await {
-            tracing::error!(channel = %c.channel_id, error = %e, "delivery attempt not recorded");
+/// One attempt as the channel's attempt log shows it.
+fn attempt_record(
+    group_id: &str,
+    c: &ChannelRecord,
+    n: &Notification,
+    attempt: u32,
+    outcome: &str,
+    message: &str,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt_id: uuid::Uuid::now_v7().to_string(),
+        channel_id: c.channel_id.clone(),
+        notification_group_id: group_id.to_string(),
+        workspace_id: c.workspace_id.clone(),
+        tenant_id: c.tenant_id.clone(),
+        group_key: n.group_key.clone(),
+        idempotency_key: n.idempotency_key.clone(),
+        attempt: i64::from(attempt),
+        outcome: outcome.to_string(),
+        message: message.chars().take(2000).collect(),
+        alerts: i64::try_from(n.alerts.len()).unwrap_or(i64::MAX),
+        status: match n.status {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
         }
+        .to_string(),
+        created_at: DateTime::<Utc>::from_timestamp_millis(Utc::now().timestamp_millis())
+            .unwrap_or_else(Utc::now),
     }
 }
 

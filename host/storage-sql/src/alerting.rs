@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use model::Scope;
 use storage::{
     AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, ChannelWrite, GroupRecord,
-    GroupWrite, MetaError, NewSilence, OutboxRecord, Page, RuleStateRecord, RuleWrite,
+    GroupWrite, MetaError, NewSilence, OutboxRecord, OutboxStep, Page, RuleStateRecord, RuleWrite,
     SilenceRecord,
 };
 
@@ -721,32 +721,61 @@ impl AlertStore for SqlMetaStore {
         Ok(())
     }
 
-    async fn record_attempt(&self, a: AttemptRecord) -> Result<(), MetaError> {
-        self.db
-            .execute(
+    async fn record_attempt(
+        &self,
+        attempts: &[AttemptRecord],
+        step: OutboxStep<'_>,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.db.begin(false).await.map_err(backend)?;
+        for a in attempts {
+            tx.execute(
                 "INSERT INTO notification_attempts (attempt_id, channel_id, \
                  notification_group_id, workspace_id, tenant_id, group_key, idempotency_key, \
                  attempt, outcome, message, alerts, status, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 args![
-                    a.attempt_id,
-                    a.channel_id,
-                    a.notification_group_id,
-                    a.workspace_id,
-                    a.tenant_id,
-                    a.group_key,
-                    a.idempotency_key,
+                    &a.attempt_id,
+                    &a.channel_id,
+                    &a.notification_group_id,
+                    &a.workspace_id,
+                    &a.tenant_id,
+                    &a.group_key,
+                    &a.idempotency_key,
                     a.attempt,
-                    a.outcome,
-                    a.message,
+                    &a.outcome,
+                    &a.message,
                     a.alerts,
-                    a.status,
+                    &a.status,
                     a.created_at
                 ],
             )
             .await
             .map_err(backend)?;
-        Ok(())
+        }
+        match step {
+            OutboxStep::Retry {
+                outbox_id,
+                attempts,
+                next_attempt_at,
+            } => {
+                tx.execute(
+                    "UPDATE notification_outbox SET attempts = $2, next_attempt_at = $3 \
+                     WHERE outbox_id = $1",
+                    args![outbox_id, attempts, next_attempt_at],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            OutboxStep::Done { outbox_id } => {
+                tx.execute(
+                    "DELETE FROM notification_outbox WHERE outbox_id = $1",
+                    args![outbox_id],
+                )
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
     }
 
     async fn attempts(
@@ -827,23 +856,6 @@ impl AlertStore for SqlMetaStore {
             .await
             .map_err(backend)?;
         all(&rows, outbox_from)
-    }
-
-    async fn outbox_retry(
-        &self,
-        outbox_id: &str,
-        attempts: i64,
-        next_attempt_at: DateTime<Utc>,
-    ) -> Result<(), MetaError> {
-        self.db
-            .execute(
-                "UPDATE notification_outbox SET attempts = $2, next_attempt_at = $3 \
-                 WHERE outbox_id = $1",
-                args![outbox_id, attempts, next_attempt_at],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn outbox_done(&self, outbox_id: &str) -> Result<(), MetaError> {

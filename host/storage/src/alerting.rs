@@ -175,6 +175,19 @@ pub struct OutboxRecord {
     pub next_attempt_at: DateTime<Utc>,
 }
 
+/// What a delivery attempt does to its outbox row, written with the attempt's records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutboxStep<'a> {
+    /// The delivery goes on: `attempts` made so far, the next due at `next_attempt_at`.
+    Retry {
+        outbox_id: &'a str,
+        attempts: i64,
+        next_attempt_at: DateTime<Utc>,
+    },
+    /// The delivery ended (delivered, refused for good or given up): the row goes.
+    Done { outbox_id: &'a str },
+}
+
 /// Alert rules and where their notifications go.
 #[async_trait]
 pub trait AlertStore: Send + Sync + 'static {
@@ -281,7 +294,14 @@ pub trait AlertStore: Send + Sync + 'static {
 
     // ---- delivery ------------------------------------------------------------------------
 
-    async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), MetaError>;
+    /// Records a delivery attempt (and, when it gave up, the `gave_up` record) and moves its
+    /// outbox row on, in one transaction: a delivery cut at any point resumes with an attempt
+    /// count that matches the records.
+    async fn record_attempt(
+        &self,
+        attempts: &[AttemptRecord],
+        step: OutboxStep<'_>,
+    ) -> Result<(), MetaError>;
     /// A channel's attempts, newest first.
     async fn attempts(&self, channel_id: &str, limit: u32)
     -> Result<Vec<AttemptRecord>, MetaError>;
@@ -297,13 +317,7 @@ pub trait AlertStore: Send + Sync + 'static {
     ) -> Result<(), MetaError>;
     /// Every delivery not finished yet, oldest first.
     async fn outbox(&self) -> Result<Vec<OutboxRecord>, MetaError>;
-    /// Records that a delivery made `attempts` attempts and is due again at `next_attempt_at`.
-    async fn outbox_retry(
-        &self,
-        outbox_id: &str,
-        attempts: i64,
-        next_attempt_at: DateTime<Utc>,
-    ) -> Result<(), MetaError>;
-    /// Removes a delivery that ended (delivered, refused for good or given up).
+    /// Removes a delivery that cannot be made (its channel is gone, its notification does
+    /// not parse).
     async fn outbox_done(&self, outbox_id: &str) -> Result<(), MetaError>;
 }

@@ -11,7 +11,7 @@ mod telemetry;
 
 pub use alerting::{
     AlertRuleRecord, AlertStore, AttemptRecord, ChannelRecord, ChannelWrite, GroupRecord,
-    GroupWrite, NewSilence, OutboxRecord, RuleStateRecord, RuleWrite, SilenceRecord,
+    GroupWrite, NewSilence, OutboxRecord, OutboxStep, RuleStateRecord, RuleWrite, SilenceRecord,
 };
 pub use dashboards::{
     DashboardRecord, DashboardStore, DashboardWrite, TemplateRecord, TemplateWrite, WidgetRecord,
