@@ -240,6 +240,26 @@ fn want(verdict: Verdict, l: &Lifecycle) -> Want {
 }
 
 impl RuleState {
+    /// A digest of the rule's course: which instances it holds, in which state since when,
+    /// and the clocks and severity that decide what comes next. Values, annotations, missing
+    /// counts and the evaluation time are left out: they change from one evaluation to the next
+    /// without the alert changing. Two states with the same course differ only in those.
+    pub fn course(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.instances.len().hash(&mut h);
+        for (fp, i) in &self.instances {
+            fp.hash(&mut h);
+            i.state.as_str().hash(&mut h);
+            i.since_ms.hash(&mut h);
+            i.fired_at_ms.hash(&mut h);
+            i.resolved_at_ms.hash(&mut h);
+            i.quiet_since_ms.hash(&mut h);
+            i.severity.hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// The instances that are not normal.
     pub fn active(&self) -> impl Iterator<Item = &Instance> {
         self.instances.values().filter(|i| i.state != State::Normal)

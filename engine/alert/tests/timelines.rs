@@ -378,3 +378,29 @@ fn fingerprints_ignore_label_order() {
     assert_eq!(alert::duration(300_000), "5m");
     assert_eq!(alert::duration(5_400_000), "1h30m");
 }
+
+/// The course of a rule (what the evaluator writes at once) changes with states and their
+/// clocks, not with values: a firing series whose value moves keeps its course.
+#[test]
+fn the_course_moves_with_states_and_clocks_not_with_values() {
+    let l = lifecycle(1, 2);
+    let mut s = RuleState::default();
+    let mut courses = Vec::new();
+    for line in [
+        "0m a=alert:90 | a=pending",
+        "1m a=alert:91 | a=firing",
+        "2m a=alert:97 | a=firing",
+        "3m a=ok:10    | a=firing",
+        "4m a=ok:12    | a=firing",
+        "6m a=ok:11    |",
+    ] {
+        run_from(&mut s, &l, line);
+        courses.push(s.course());
+    }
+    // Pending, then firing: two changes. A new value while firing: the same course. The
+    // condition going quiet starts the keep-firing clock: a change; staying quiet: none.
+    // Resolving: a change.
+    let same: Vec<bool> = courses.windows(2).map(|w| w[0] == w[1]).collect();
+    assert_eq!(same, [false, true, false, true, false]);
+    assert_ne!(RuleState::default().course(), courses[0]);
+}

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use alert::spec::{RuleSpec, render_sql};
 use alert::{Labels, Lifecycle, Observation, Outcome, RuleState, State, Transition, Verdict};
@@ -20,6 +21,10 @@ use storage::{AlertRuleRecord, AlertStore, MetaError, RuleStateRecord, Telemetry
 
 use crate::Plugins;
 use crate::states::States;
+
+/// How long a rule's state that moved only in values and counts may wait to be written (see
+/// `states`): the API's evaluation counts and values are at most this far behind.
+pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(2);
 
 /// Most evaluations one backtest runs.
 pub const MAX_BACKTEST_EVALUATIONS: usize = 10_000;
@@ -121,13 +126,28 @@ impl Evaluator {
         limits: query::QueryLimits,
     ) -> Evaluator {
         Evaluator {
-            states: States::new(Arc::clone(&alerts)),
+            states: States::new(Arc::clone(&alerts), STATE_SAVE_EVERY),
             prepared: Mutex::default(),
             alerts,
             telemetry,
             plugins,
             limits,
         }
+    }
+
+    /// Writes the rules' states that wait to be written, in one transaction; how many. The
+    /// scheduler calls it when [`Evaluator::saving_due`] and at shutdown; evaluations also
+    /// write them when due.
+    ///
+    /// # Errors
+    /// The store failing; the states are kept and tried again.
+    pub async fn save_states(&self) -> Result<usize, MetaError> {
+        self.states.save_waiting().await
+    }
+
+    /// Whether states have waited [`STATE_SAVE_EVERY`].
+    pub fn saving_due(&self) -> bool {
+        self.states.saving_due()
     }
 
     /// Forgets what is kept in memory of a rule that is no longer scheduled.
@@ -167,6 +187,7 @@ impl Evaluator {
             Outcome::Failed(m) => Some(m.clone()),
             Outcome::Series(_) => None,
         };
+        let course = state.course();
         let transitions = state.apply(&lifecycle, &outcome, now_ms);
         if !transitions.is_empty() {
             self.write_history(rule, spec.as_ref(), &transitions).await;
@@ -174,7 +195,8 @@ impl Evaluator {
         let at = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
         let record = RuleStateRecord {
             alert_rule_id: rule.alert_rule_id.clone(),
-            instances: serde_json::to_string(&state).unwrap_or_else(|_| "{}".into()),
+            // Written from `state` by `States`.
+            instances: String::new(),
             plugin_state,
             last_evaluated_at: Some(at),
             last_error: error.clone(),
@@ -183,7 +205,15 @@ impl Evaluator {
                 + i64::try_from(skipped).unwrap_or(i64::MAX),
             updated_at: Utc::now(),
         };
-        self.states.put(record, state.clone()).await?;
+        // The alert's course (and whether the rule fails) is durable before this returns; a
+        // state that moved only in values and counts is written with the next batch.
+        let now = !transitions.is_empty()
+            || state.course() != course
+            || prev.as_ref().is_none_or(|p| {
+                p.last_error.is_some() != record.last_error.is_some()
+                    || p.plugin_state != record.plugin_state
+            });
+        self.states.put(record, state.clone(), now).await?;
         metrics::counter!("telemetryflow_alert_evaluations_total").increment(1);
         if error.is_some() {
             metrics::counter!("telemetryflow_alert_evaluation_failures_total").increment(1);

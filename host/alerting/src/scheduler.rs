@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use alert::spec::Schedule;
@@ -76,13 +77,28 @@ impl Scheduler {
             let running: Arc<Mutex<HashSet<String>>> = Arc::default();
             let mut entries: HashMap<String, Entry> = HashMap::new();
             let mut refreshed: Option<tokio::time::Instant> = None;
+            let saving = Arc::new(AtomicBool::new(false));
             loop {
                 if *stop.borrow() {
                     break;
                 }
+                let mut dropped = false;
                 if refreshed.is_none_or(|t| t.elapsed() >= self.config.refresh) {
-                    self.refresh(&mut entries).await;
+                    dropped = self.refresh(&mut entries).await;
                     refreshed = Some(tokio::time::Instant::now());
+                }
+                // States that waited long enough (or a dropped rule's last one) are written
+                // aside, one write at a time.
+                if (dropped || self.evaluator.saving_due()) && !saving.swap(true, Ordering::AcqRel)
+                {
+                    let evaluator = Arc::clone(&self.evaluator);
+                    let saving = Arc::clone(&saving);
+                    tokio::spawn(async move {
+                        if let Err(e) = evaluator.save_states().await {
+                            tracing::error!(error = %e, "alert states not saved; they are kept and tried again");
+                        }
+                        saving.store(false, Ordering::Release);
+                    });
                 }
                 let now = Utc::now().timestamp_millis();
                 for entry in entries.values_mut() {
@@ -146,21 +162,25 @@ impl Scheduler {
                     _ = stop.changed() => {}
                 }
             }
-            // Let running evaluations finish their writes.
+            // Let running evaluations finish their writes, then write what waits.
             let _ = slots
                 .acquire_many(u32::try_from(self.config.concurrency.max(1)).unwrap_or(1))
                 .await;
+            match self.evaluator.save_states().await {
+                Ok(n) => tracing::debug!(states = n, "alert states saved at shutdown"),
+                Err(e) => tracing::error!(error = %e, "alert states not saved at shutdown"),
+            }
         })
     }
 
     /// Re-reads the enabled rules: new ones are scheduled from now, changed ones get their new
-    /// schedule, gone ones are dropped.
-    async fn refresh(&self, entries: &mut HashMap<String, Entry>) {
+    /// schedule, gone ones are dropped; whether any was.
+    async fn refresh(&self, entries: &mut HashMap<String, Entry>) -> bool {
         let rules = match self.evaluator.alerts.enabled_rules().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read alert rules; keeping the last list");
-                return;
+                return false;
             }
         };
         let now = Utc::now().timestamp_millis();
@@ -191,6 +211,7 @@ impl Scheduler {
                 },
             );
         }
+        let before = entries.len();
         entries.retain(|id, _| {
             let kept = keep.contains(id);
             if !kept {
@@ -198,5 +219,6 @@ impl Scheduler {
             }
             kept
         });
+        entries.len() < before
     }
 }

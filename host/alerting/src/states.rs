@@ -1,10 +1,19 @@
 //! Rules' evaluation states between evaluations: read from the store once, then kept in memory,
-//! parsed (the evaluator is their only writer), and written in group commits: evaluations that finish
-//! while a commit is under way share the next one, so a commit is paid per batch, not per rule.
-//! Every write is durable before the evaluation that made it returns.
+//! parsed (the evaluator is their only writer), and written two ways:
+//!
+//! - A state whose course changed (an instance appeared, went, or changed state or clock; see
+//!   `RuleState::course`), or the rule's first, is written in a group commit: evaluations that
+//!   finish while a commit is under way share the next one, so a commit is paid per batch, not
+//!   per rule. It is durable before the evaluation that made it returns.
+//! - A state that changed only in what every evaluation changes (values, annotations, counts,
+//!   when it was evaluated) waits, the newest per rule, and all that waited are written in one
+//!   transaction once the oldest has waited [`States::save_every`], and at shutdown. A crash
+//!   loses at most that much of those; the alerts themselves are never behind. Grafana saves
+//!   its alert states the same way (`state_periodic_save_interval`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use alert::RuleState;
 use parking_lot::Mutex;
@@ -44,26 +53,43 @@ impl Kept {
     }
 }
 
+/// States waiting to be written, the newest per rule.
+#[derive(Default)]
+struct Waiting {
+    /// When the oldest of them started waiting.
+    since: Option<Instant>,
+    rules: HashMap<String, Kept>,
+}
+
 pub(crate) struct States {
     alerts: Arc<dyn AlertStore>,
     cache: Mutex<HashMap<String, Kept>>,
     queue: Mutex<Queue>,
+    /// Held while anything is written, so a rule's writes land in the order they were made.
     committed: tokio::sync::Mutex<Committed>,
+    waiting: Mutex<Waiting>,
+    /// How long a state whose course did not change may wait to be written.
+    pub(crate) save_every: Duration,
 }
 
 impl States {
-    pub(crate) fn new(alerts: Arc<dyn AlertStore>) -> States {
+    pub(crate) fn new(alerts: Arc<dyn AlertStore>, save_every: Duration) -> States {
         States {
             alerts,
             cache: Mutex::default(),
             queue: Mutex::default(),
             committed: tokio::sync::Mutex::default(),
+            waiting: Mutex::default(),
+            save_every,
         }
     }
 
     /// A rule's last state: from memory once it has been read or written here.
     pub(crate) async fn get(&self, rule_id: &str) -> Result<Option<Kept>, MetaError> {
         if let Some(s) = self.cache.lock().get(rule_id) {
+            return Ok(Some(s.clone()));
+        }
+        if let Some(s) = self.waiting.lock().rules.get(rule_id) {
             return Ok(Some(s.clone()));
         }
         let Some(stored) = self.alerts.rule_state(rule_id).await? else {
@@ -77,16 +103,35 @@ impl States {
         Ok(Some(kept))
     }
 
-    /// Writes a rule's state (`record.instances` is `state` as text); returns once it is
-    /// committed (in a batch with whatever other states were waiting).
+    /// Keeps a rule's state and writes it: `now`, it returns once it is committed (in a batch
+    /// with whatever other states were queued); otherwise it waits with the others for the
+    /// next batch write (which this call makes when it is due).
     pub(crate) async fn put(
         &self,
         mut record: RuleStateRecord,
         state: RuleState,
+        now: bool,
     ) -> Result<(), MetaError> {
         let id = record.alert_rule_id.clone();
+        if !now {
+            record.instances = String::new();
+            let kept = Kept { record, state };
+            let due = {
+                let mut w = self.waiting.lock();
+                w.rules.insert(id.clone(), kept.clone());
+                w.since.get_or_insert_with(Instant::now).elapsed() >= self.save_every
+            };
+            self.cache.lock().insert(id, kept);
+            if due && let Err(e) = self.save_waiting().await {
+                tracing::error!(error = %e, "alert states not saved; they are kept and tried again");
+            }
+            return Ok(());
+        }
+        // Anything of this rule still waiting is older than this: this replaces it.
+        self.waiting.lock().rules.remove(&id);
         // The text goes to the store; memory keeps the parsed instances.
-        let text = std::mem::take(&mut record.instances);
+        let text = serde_json::to_string(&state).unwrap_or_else(|_| "{}".into());
+        record.instances = String::new();
         let mine = {
             let mut q = self.queue.lock();
             q.pending.push(RuleStateRecord {
@@ -132,6 +177,46 @@ impl States {
             }
         }
         result
+    }
+
+    /// Writes every state that waits, in one transaction. A failure puts them back (unless a
+    /// newer one of the same rule came meanwhile). How many were written.
+    pub(crate) async fn save_waiting(&self) -> Result<usize, MetaError> {
+        let _order = self.committed.lock().await;
+        let taken = {
+            let mut w = self.waiting.lock();
+            w.since = None;
+            std::mem::take(&mut w.rules)
+        };
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<RuleStateRecord> = taken
+            .values()
+            .map(|k| RuleStateRecord {
+                instances: serde_json::to_string(&k.state).unwrap_or_else(|_| "{}".into()),
+                ..k.record.clone()
+            })
+            .collect();
+        match self.alerts.put_rule_states(&records).await {
+            Ok(()) => Ok(records.len()),
+            Err(e) => {
+                let mut w = self.waiting.lock();
+                w.since.get_or_insert_with(Instant::now);
+                for (id, k) in taken {
+                    w.rules.entry(id).or_insert(k);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether states wait longer than [`States::save_every`].
+    pub(crate) fn saving_due(&self) -> bool {
+        self.waiting
+            .lock()
+            .since
+            .is_some_and(|s| s.elapsed() >= self.save_every)
     }
 
     /// Forgets a rule (it was deleted or disabled): its state is read afresh if it comes back.
