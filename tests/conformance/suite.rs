@@ -653,6 +653,47 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
             "{}: the 5 later logs are counted",
             b.name
         );
+        // Joins, a window function, a correlated subquery, ORDER BY and LIMIT plan and run
+        // prepared (its session keeps only the physical rules a plan needs) as rendered.
+        let shaped = "WITH per AS (SELECT service_name, count(*) AS n FROM logs_v3 \
+                      WHERE timestamp >= $__from AND timestamp < $__to GROUP BY service_name) \
+                      SELECT p.service_name, p.n, rank() OVER (ORDER BY p.n DESC) AS r, \
+                      (SELECT max(l.timestamp) FROM logs_v3 l WHERE l.service_name = p.service_name \
+                       AND l.timestamp < $__to) AS last \
+                      FROM per p JOIN (SELECT DISTINCT service_name FROM logs_v3 \
+                       WHERE timestamp >= $__from) s ON s.service_name = p.service_name \
+                      ORDER BY p.n DESC, p.service_name LIMIT 5";
+        let prepared = Prepared::new(tables, &a, shaped, &["__from", "__to"], &limits)
+            .await
+            .expect("plans")
+            .expect("kept");
+        for (from, to) in [(ms, ms + 1_000), (ms + 3, ms + 7)] {
+            let got = prepared
+                .run(
+                    &[
+                        ("__from", Param::TimestampMs(from)),
+                        ("__to", Param::TimestampMs(to)),
+                    ],
+                    &limits,
+                )
+                .await
+                .expect("runs");
+            let want = text(
+                b.store.as_ref(),
+                &a,
+                &alert::spec::render_sql(shaped, from, to),
+            )
+            .await;
+            assert!(want.contains("| svc"), "{}: {want}", b.name);
+            assert_eq!(
+                pretty_format_batches(&got.batches)
+                    .expect("format")
+                    .to_string(),
+                want,
+                "{}: [{from}, {to})",
+                b.name
+            );
+        }
         // A query whose answer depends on when it runs is not kept.
         let moving = "SELECT count(*) FROM logs_v3 \
                       WHERE timestamp >= $__from AND timestamp < $__to AND timestamp < now()";

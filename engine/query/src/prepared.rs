@@ -28,14 +28,42 @@ use crate::{QueryError, QueryLimits, SqlOutput, TelemetryTables, ensure_single_s
 /// runtime (its memory limit). One partition: prepared queries are alert rules' short windows,
 /// and the scheduler already runs several evaluations at once; splitting each small scan only
 /// adds repartitioning and task hops.
+///
+/// Its physical optimizer runs only the rules a plan needs to run right (output requirements,
+/// join modes, distribution and sorting, cooperative yielding, the sanity check), the one that
+/// hands filters to the Parquet scans (their row group and page pruning: a listing scan does
+/// not take the filters itself), and the one that turns a partial + final aggregation into a
+/// single one. The others find little to do in a one-partition plan whose projections and
+/// limits the logical optimizer already pushed into the scans (statistics shortcuts, dynamic
+/// filters, top-k, pushing projections and limits again), and together cost a tenth of an
+/// alert evaluation.
 static BARE: LazyLock<SessionState> = LazyLock::new(|| {
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::physical_optimizer::combine_partial_final_agg::CombinePartialFinalAggregate;
+    use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
+    use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+    use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+    use datafusion::physical_optimizer::join_selection::JoinSelection;
+    use datafusion::physical_optimizer::output_requirements::OutputRequirements;
+    use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
+    let rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = vec![
+        Arc::new(OutputRequirements::new_add_mode()),
+        Arc::new(JoinSelection::new()),
+        Arc::new(FilterPushdown::new()),
+        Arc::new(EnsureRequirements::new()),
+        Arc::new(CombinePartialFinalAggregate::new()),
+        Arc::new(OutputRequirements::new_remove_mode()),
+        Arc::new(EnsureCooperative::new()),
+        Arc::new(SanityCheckPlan::new()),
+    ];
     let builder = SessionStateBuilder::new()
         .with_config(
             SessionConfig::new()
                 .with_information_schema(false)
                 .with_target_partitions(1),
         )
-        .with_default_features();
+        .with_default_features()
+        .with_physical_optimizer_rules(rules);
     match crate::shared_runtime() {
         Some(rt) => builder.with_runtime_env(rt),
         None => builder,
