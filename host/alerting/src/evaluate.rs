@@ -49,7 +49,8 @@ pub struct Evaluated {
     pub transitions: Vec<Transition>,
     /// Why the evaluation failed, if it did.
     pub error: Option<String>,
-    pub state: RuleState,
+    /// The rule's state after it (shared with the evaluator's memory).
+    pub state: Arc<RuleState>,
 }
 
 /// The labels of an alert: the series' own, then the rule's (which win), `alertname`, and the
@@ -168,8 +169,9 @@ impl Evaluator {
         now_ms: i64,
         skipped: u64,
     ) -> Result<Evaluated, MetaError> {
-        let (prev, mut state) = match self.states.get(&rule.alert_rule_id).await? {
-            Some(kept) => (Some(kept.record), kept.state),
+        let (prev, mut state) = match self.states.take(&rule.alert_rule_id).await? {
+            // A copy only while the last state still waits to be written.
+            Some(kept) => (Some(kept.record), Arc::unwrap_or_clone(kept.state)),
             None => (None, RuleState::default()),
         };
         let mut plugin_state = prev.as_ref().and_then(|p| p.plugin_state.clone());
@@ -213,7 +215,8 @@ impl Evaluator {
                 p.last_error.is_some() != record.last_error.is_some()
                     || p.plugin_state != record.plugin_state
             });
-        self.states.put(record, state.clone(), now).await?;
+        let state = Arc::new(state);
+        self.states.put(record, Arc::clone(&state), now).await?;
         metrics::counter!("telemetryflow_alert_evaluations_total").increment(1);
         if error.is_some() {
             metrics::counter!("telemetryflow_alert_evaluation_failures_total").increment(1);

@@ -38,18 +38,22 @@ struct Committed {
 }
 
 /// A rule's last state: its record (whose `instances` text is left empty here) and the
-/// instances parsed.
+/// instances parsed, shared between the cache and the states waiting to be written (an
+/// evaluation copies them only while its last state still waits).
 #[derive(Clone)]
 pub(crate) struct Kept {
     pub record: RuleStateRecord,
-    pub state: RuleState,
+    pub state: Arc<RuleState>,
 }
 
 impl Kept {
     fn from_stored(mut record: RuleStateRecord) -> Kept {
         let state = serde_json::from_str(&record.instances).unwrap_or_default();
         record.instances = String::new();
-        Kept { record, state }
+        Kept {
+            record,
+            state: Arc::new(state),
+        }
     }
 }
 
@@ -84,10 +88,12 @@ impl States {
         }
     }
 
-    /// A rule's last state: from memory once it has been read or written here.
-    pub(crate) async fn get(&self, rule_id: &str) -> Result<Option<Kept>, MetaError> {
-        if let Some(s) = self.cache.lock().get(rule_id) {
-            return Ok(Some(s.clone()));
+    /// A rule's last state, taken for its next evaluation (which puts the next one back):
+    /// from memory once it has been read or written here. Taken, not copied: an evaluation that
+    /// fails before it puts reads it again from what waits or from the store, which hold it.
+    pub(crate) async fn take(&self, rule_id: &str) -> Result<Option<Kept>, MetaError> {
+        if let Some(s) = self.cache.lock().remove(rule_id) {
+            return Ok(Some(s));
         }
         if let Some(s) = self.waiting.lock().rules.get(rule_id) {
             return Ok(Some(s.clone()));
@@ -95,12 +101,7 @@ impl States {
         let Some(stored) = self.alerts.rule_state(rule_id).await? else {
             return Ok(None);
         };
-        let kept = Kept::from_stored(stored);
-        self.cache
-            .lock()
-            .entry(rule_id.to_string())
-            .or_insert_with(|| kept.clone());
-        Ok(Some(kept))
+        Ok(Some(Kept::from_stored(stored)))
     }
 
     /// Keeps a rule's state and writes it: `now`, it returns once it is committed (in a batch
@@ -109,7 +110,7 @@ impl States {
     pub(crate) async fn put(
         &self,
         mut record: RuleStateRecord,
-        state: RuleState,
+        state: Arc<RuleState>,
         now: bool,
     ) -> Result<(), MetaError> {
         let id = record.alert_rule_id.clone();
