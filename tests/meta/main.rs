@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use storage::{ApiKeyStatus, MetaError, MetaStore, NewApiKey, NewTenant, NewUser, RoleType};
 
+mod alert_states;
 mod alerting;
 
 struct Backend {
