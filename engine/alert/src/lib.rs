@@ -168,7 +168,9 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// One alert instance.
+/// One alert instance. Stored as JSON (`alert_rule_state.instances`), without the fields that
+/// are empty: a rule's state is written after its evaluations, and most fields of most
+/// instances are empty. Rows written with those fields as `null` read the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub labels: Labels,
@@ -176,17 +178,30 @@ pub struct Instance {
     /// Since when it has been in this state.
     pub since_ms: i64,
     /// When it started firing (kept through keep-firing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fired_at_ms: Option<i64>,
     /// When it resolved (kept for the retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at_ms: Option<i64>,
     /// When the condition last stopped alerting while firing (the keep-firing clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_since_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub annotations: Labels,
     /// Evaluations in a row without this series.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub missing: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A change of state, for history and notifications.

@@ -404,3 +404,38 @@ fn the_course_moves_with_states_and_clocks_not_with_values() {
     assert_eq!(same, [false, true, false, true, false]);
     assert_ne!(RuleState::default().course(), courses[0]);
 }
+
+/// A state is stored without its empty fields and reads back the same; a state stored with
+/// them as `null` (as earlier versions wrote it) reads the same too.
+#[test]
+fn a_state_reads_back_as_it_was_stored_with_or_without_its_empty_fields() {
+    let mut s = RuleState::default();
+    run_from(
+        &mut s,
+        &lifecycle(1, 0),
+        "
+        0m a=alert:90 b=ok:1 | a=pending
+        1m a=alert:95 b=ok:1 | a=firing
+        ",
+    );
+    let text = serde_json::to_string(&s).expect("json");
+    assert!(!text.contains("null"), "{text}");
+    assert_eq!(serde_json::from_str::<RuleState>(&text).expect("reads"), s);
+    let mut old: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for i in old["instances"].as_object_mut().expect("map").values_mut() {
+        let i = i.as_object_mut().expect("instance");
+        for k in [
+            "fired_at_ms",
+            "resolved_at_ms",
+            "quiet_since_ms",
+            "value",
+            "severity",
+        ] {
+            i.entry(k).or_insert(serde_json::Value::Null);
+        }
+        i.entry("last_error").or_insert(serde_json::Value::Null);
+        i.entry("annotations").or_insert(serde_json::json!([]));
+        i.entry("missing").or_insert(serde_json::json!(0));
+    }
+    assert_eq!(serde_json::from_value::<RuleState>(old).expect("reads"), s);
+}
