@@ -566,9 +566,24 @@ async fn alert_history_round_trips() {
     }
 }
 
+/// A prepared query's answer over `[from, to)` (ms), as a table.
+async fn in_window(prepared: &query::Prepared, from: i64, to: i64) -> String {
+    use query::Param::TimestampMs;
+    let got = prepared
+        .run(
+            &[("__from", TimestampMs(from)), ("__to", TimestampMs(to))],
+            &QueryLimits::default(),
+        )
+        .await
+        .expect("runs");
+    pretty_format_batches(&got.batches)
+        .expect("format")
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
-    use query::{Param, Prepared};
+    use query::Prepared;
     for b in backends().await {
         let a = scope("tenant-a");
         let t0 = hour_start(5, 0);
@@ -595,21 +610,9 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
         let ms = i64::try_from(t0 / 1_000_000).expect("ms");
         // Logs are 1 ms apart from t0.
         for (from, to) in [(ms, ms + 10), (ms + 3, ms + 7), (ms + 20, ms + 30)] {
-            let got = prepared
-                .run(
-                    &[
-                        ("__from", Param::TimestampMs(from)),
-                        ("__to", Param::TimestampMs(to)),
-                    ],
-                    &limits,
-                )
-                .await
-                .expect("runs");
             let rendered = alert::spec::render_sql(sql, from, to);
             assert_eq!(
-                pretty_format_batches(&got.batches)
-                    .expect("format")
-                    .to_string(),
+                in_window(&prepared, from, to).await,
                 text(b.store.as_ref(), &a, &rendered).await,
                 "{}: [{from}, {to})",
                 b.name
@@ -622,20 +625,9 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
             &Export::Logs(data::logs("svc", "c", 5, t0 + 100_000_000)),
         )
         .await;
-        let got = prepared
-            .run(
-                &[
-                    ("__from", Param::TimestampMs(ms)),
-                    ("__to", Param::TimestampMs(ms + 1_000)),
-                ],
-                &limits,
-            )
-            .await
-            .expect("runs");
+        let got = in_window(&prepared, ms, ms + 1_000).await;
         assert_eq!(
-            pretty_format_batches(&got.batches)
-                .expect("format")
-                .to_string(),
+            got,
             text(
                 b.store.as_ref(),
                 &a,
@@ -646,10 +638,7 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
             b.name
         );
         assert!(
-            pretty_format_batches(&got.batches)
-                .expect("format")
-                .to_string()
-                .contains("| 15 |"),
+            got.contains("| 15 |"),
             "{}: the 5 later logs are counted",
             b.name
         );
@@ -668,16 +657,6 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
             .expect("plans")
             .expect("kept");
         for (from, to) in [(ms, ms + 1_000), (ms + 3, ms + 7)] {
-            let got = prepared
-                .run(
-                    &[
-                        ("__from", Param::TimestampMs(from)),
-                        ("__to", Param::TimestampMs(to)),
-                    ],
-                    &limits,
-                )
-                .await
-                .expect("runs");
             let want = text(
                 b.store.as_ref(),
                 &a,
@@ -686,9 +665,7 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
             .await;
             assert!(want.contains("| svc"), "{}: {want}", b.name);
             assert_eq!(
-                pretty_format_batches(&got.batches)
-                    .expect("format")
-                    .to_string(),
+                in_window(&prepared, from, to).await,
                 want,
                 "{}: [{from}, {to})",
                 b.name

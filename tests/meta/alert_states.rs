@@ -140,70 +140,32 @@ async fn an_alert_change_is_stored_at_once_and_values_and_counts_with_the_next_b
             query::QueryLimits::default(),
         );
 
+        let evaluate = async |after_ms: i64| {
+            evaluator
+                .evaluate(&rule, now_ms + after_ms, 0)
+                .await
+                .expect("evaluate")
+                .transitions
+                .len()
+        };
+        let in_store = async || stored(b.alerts.as_ref(), &id).await;
+        let save = async || evaluator.save_states().await.expect("save");
+
         // The first evaluation: pending, stored at once.
-        let done = evaluator
-            .evaluate(&rule, now_ms, 0)
-            .await
-            .expect("evaluate");
-        assert_eq!(done.transitions.len(), 1, "{}", b.name);
-        assert_eq!(
-            stored(b.alerts.as_ref(), &id).await,
-            (1, "pending".into()),
-            "{}",
-            b.name
-        );
+        assert_eq!(evaluate(0).await, 1, "{}", b.name);
+        assert_eq!(in_store().await, (1, "pending".into()), "{}", b.name);
         // Still pending: nothing but the count moved, so the store waits for the batch.
-        evaluator
-            .evaluate(&rule, now_ms + 30_000, 0)
-            .await
-            .expect("evaluate");
-        assert_eq!(
-            stored(b.alerts.as_ref(), &id).await,
-            (1, "pending".into()),
-            "{}: written with the next batch",
-            b.name
-        );
+        evaluate(30_000).await;
+        assert_eq!(in_store().await, (1, "pending".into()), "{}: later", b.name);
         assert!(!evaluator.saving_due(), "{}", b.name);
-        assert_eq!(
-            evaluator.save_states().await.expect("save"),
-            1,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            stored(b.alerts.as_ref(), &id).await,
-            (2, "pending".into()),
-            "{}",
-            b.name
-        );
+        assert_eq!(save().await, 1, "{}", b.name);
+        assert_eq!(in_store().await, (2, "pending".into()), "{}", b.name);
         // Once more in waiting, then `for` has passed: firing is stored at once, over the
         // waiting state, and nothing older is written after it.
-        evaluator
-            .evaluate(&rule, now_ms + 60_000, 0)
-            .await
-            .expect("evaluate");
-        let done = evaluator
-            .evaluate(&rule, now_ms + 180_000, 0)
-            .await
-            .expect("evaluate");
-        assert_eq!(done.transitions.len(), 1, "{}", b.name);
-        assert_eq!(
-            stored(b.alerts.as_ref(), &id).await,
-            (4, "firing".into()),
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            evaluator.save_states().await.expect("save"),
-            0,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            stored(b.alerts.as_ref(), &id).await,
-            (4, "firing".into()),
-            "{}",
-            b.name
-        );
+        evaluate(60_000).await;
+        assert_eq!(evaluate(180_000).await, 1, "{}", b.name);
+        assert_eq!(in_store().await, (4, "firing".into()), "{}", b.name);
+        assert_eq!(save().await, 0, "{}", b.name);
+        assert_eq!(in_store().await, (4, "firing".into()), "{}", b.name);
     }
 }
