@@ -137,8 +137,7 @@ impl Evaluator {
     }
 
     /// Writes the rules' states that wait to be written, in one transaction; how many. The
-    /// scheduler calls it when [`Evaluator::saving_due`] and at shutdown; evaluations also
-    /// write them when due.
+    /// scheduler calls it when [`Evaluator::saving_due`], when it drops a rule and at shutdown.
     ///
     /// # Errors
     /// The store failing; the states are kept and tried again.

@@ -7,7 +7,8 @@
 //!   per rule. It is durable before the evaluation that made it returns.
 //! - A state that changed only in what every evaluation changes (values, annotations, counts,
 //!   when it was evaluated) waits, the newest per rule, and all that waited are written in one
-//!   transaction once the oldest has waited [`States::save_every`], and at shutdown. A crash
+//!   transaction once the oldest has waited `save_every` (the scheduler checks
+//!   [`States::saving_due`]), when a rule is dropped, and at shutdown. A crash
 //!   loses at most that much of those; the alerts themselves are never behind. Grafana saves
 //!   its alert states the same way (`state_periodic_save_interval`).
 
@@ -55,6 +56,14 @@ impl Kept {
             state: Arc::new(state),
         }
     }
+
+    /// The row to write: the record with its instances as text.
+    fn to_store(&self) -> RuleStateRecord {
+        RuleStateRecord {
+            instances: serde_json::to_string(&*self.state).unwrap_or_else(|_| "{}".into()),
+            ..self.record.clone()
+        }
+    }
 }
 
 /// States waiting to be written, the newest per rule.
@@ -73,7 +82,7 @@ pub(crate) struct States {
     committed: tokio::sync::Mutex<Committed>,
     waiting: Mutex<Waiting>,
     /// How long a state whose course did not change may wait to be written.
-    pub(crate) save_every: Duration,
+    save_every: Duration,
 }
 
 impl States {
@@ -106,7 +115,7 @@ impl States {
 
     /// Keeps a rule's state and writes it: `now`, it returns once it is committed (in a batch
     /// with whatever other states were queued); otherwise it waits with the others for the
-    /// next batch write (which this call makes when it is due).
+    /// next batch write ([`States::save_waiting`], which the scheduler makes when due).
     pub(crate) async fn put(
         &self,
         mut record: RuleStateRecord,
@@ -117,28 +126,22 @@ impl States {
         if !now {
             record.instances = String::new();
             let kept = Kept { record, state };
-            let due = {
+            {
                 let mut w = self.waiting.lock();
                 w.rules.insert(id.clone(), kept.clone());
-                w.since.get_or_insert_with(Instant::now).elapsed() >= self.save_every
-            };
-            self.cache.lock().insert(id, kept);
-            if due && let Err(e) = self.save_waiting().await {
-                tracing::error!(error = %e, "alert states not saved; they are kept and tried again");
+                w.since.get_or_insert_with(Instant::now);
             }
+            self.cache.lock().insert(id, kept);
             return Ok(());
         }
         // Anything of this rule still waiting is older than this: this replaces it.
         self.waiting.lock().rules.remove(&id);
         // The text goes to the store; memory keeps the parsed instances.
-        let text = serde_json::to_string(&state).unwrap_or_else(|_| "{}".into());
         record.instances = String::new();
+        let kept = Kept { record, state };
         let mine = {
             let mut q = self.queue.lock();
-            q.pending.push(RuleStateRecord {
-                instances: text,
-                ..record.clone()
-            });
+            q.pending.push(kept.to_store());
             q.batch
         };
         let result = {
@@ -170,7 +173,7 @@ impl States {
         let mut cache = self.cache.lock();
         match &result {
             Ok(()) => {
-                cache.insert(id, Kept { record, state });
+                cache.insert(id, kept);
             }
             // What the store holds is unknown now: read it again next time.
             Err(_) => {
@@ -192,13 +195,7 @@ impl States {
         if taken.is_empty() {
             return Ok(0);
         }
-        let records: Vec<RuleStateRecord> = taken
-            .values()
-            .map(|k| RuleStateRecord {
-                instances: serde_json::to_string(&k.state).unwrap_or_else(|_| "{}".into()),
-                ..k.record.clone()
-            })
-            .collect();
+        let records: Vec<RuleStateRecord> = taken.values().map(Kept::to_store).collect();
         match self.alerts.put_rule_states(&records).await {
             Ok(()) => Ok(records.len()),
             Err(e) => {
