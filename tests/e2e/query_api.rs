@@ -317,6 +317,7 @@ async fn scenario(srv: TestServer, api: Api, admin: String, store: &str) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     rollups_equal_raw(&api, &admin, start).await;
+    shared_statements_answer_as_alone(&api, &admin, start).await;
     arrow_answer(&api, &admin, start).await;
     limits_and_bad_queries(&api, &admin, start).await;
     drop(srv);
@@ -359,6 +360,93 @@ async fn rollups_equal_raw(api: &Api, token: &str, start: u64) {
             );
         }
     }
+}
+
+/// Queries of one request over the same rows (a panel's avg, p99, count and max of a metric)
+/// run as one statement; each answers what it answers alone, with its own order and limit,
+/// next to queries that cannot share (another filter, a counter's rate) and a formula.
+async fn shared_statements_answer_as_alone(api: &Api, token: &str, start: u64) {
+    let start_ms = (start / 1_000_000) as i64;
+    let cpu = |name: &str, aggregation: &str, service: &str| {
+        json!({"name": name, "signal": "metrics", "metric": "system.cpu.utilization",
+            "aggregation": aggregation, "order": "labels",
+            "filters": [{"key": "service.name", "op": "=", "value": service}],
+            "group_by": ["resource.host.name", "attributes.state"]})
+    };
+    let mut top = cpu("D", "max", "api");
+    top["order"] = json!("value_desc");
+    top["limit"] = json!(1);
+    let mut hidden = cpu("H", "min", "api");
+    hidden["hidden"] = json!(true);
+    let queries = vec![
+        cpu("A", "avg", "api"),
+        cpu("B", "p99", "api"),
+        cpu("C", "count", "api"),
+        top,
+        hidden,
+        cpu("E", "avg", "worker"),
+        json!({"name": "R", "signal": "metrics", "metric": "http.server.requests",
+            "aggregation": "rate", "group_by": ["service.name"], "order": "labels"}),
+    ];
+    let request = |queries: Vec<Value>, formulas: Value| {
+        json!({"from": start_ms + 3_600_000, "to": start_ms + 3 * 3_600_000, "step": "5m",
+            "queries": queries, "formulas": formulas})
+    };
+    let formulas = json!([{"name": "F", "expression": "A - H"}]);
+    let (status, together) = api
+        .post(
+            "/api/v1/query",
+            Some(token),
+            request(queries.clone(), formulas.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{together}");
+    let together = normalize_series(&together, start_ms);
+    let names: Vec<&str> = together["results"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|o| o["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["A", "B", "C", "D", "E", "R", "F"]);
+    for (i, q) in queries.iter().enumerate() {
+        let name = q["name"].as_str().expect("a name");
+        if name == "H" {
+            continue;
+        }
+        let (status, alone) = api
+            .post(
+                "/api/v1/query",
+                Some(token),
+                request(vec![q.clone()], json!([])),
+            )
+            .await;
+        assert_eq!(status, 200, "{alone}");
+        let alone = normalize_series(&alone, start_ms);
+        let at = names.iter().position(|n| *n == name).expect("answered");
+        assert_eq!(
+            together["results"][at], alone["results"][0],
+            "query {i} ({name})"
+        );
+        assert!(
+            alone["results"][0]["series"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "{name} has series"
+        );
+    }
+    assert_eq!(
+        together["results"][3]["series"].as_array().map(Vec::len),
+        Some(1),
+        "D keeps its own limit"
+    );
+    // The formula over a shared statement's columns: avg - min, never negative.
+    let f = &together["results"][6]["series"];
+    assert!(
+        f.as_array().is_some_and(|s| s.len() == 2
+            && s.iter().all(|s| s["points"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p[1].as_f64().is_some_and(|v| v >= 0.0))))),
+        "{f}"
+    );
 }
 
 /// The same answer as an Arrow IPC stream: one row per series and bucket, `time`, `query`, the

@@ -530,6 +530,64 @@ fn rollup_for(q: &BuilderQuery, r: &Request, step_ms: i64) -> Option<Rollup> {
 /// # Errors
 /// [`QueryError::Invalid`] naming what is wrong with the query.
 pub fn compile(q: &BuilderQuery, r: &Request, step_ms: i64) -> Result<Compiled, QueryError> {
+    compile_shared(&[q], r, step_ms)
+}
+
+/// Whether `q` is a plain aggregation of raw rows (no counter, histogram or rollup), the kind
+/// that can share its statement with other queries over the same rows.
+fn shareable(q: &BuilderQuery, r: &Request, step_ms: i64) -> bool {
+    !matches!(
+        q.aggregation,
+        Aggregation::Rate | Aggregation::Increase | Aggregation::HistogramQuantile
+    ) && rollup_for(q, r, step_ms).is_none()
+}
+
+/// Whether two queries read the same rows into the same groups: the same signal, metric,
+/// filters, group-by keys and field.
+fn same_rows(a: &BuilderQuery, b: &BuilderQuery) -> bool {
+    a.signal == b.signal
+        && a.metric == b.metric
+        && a.filters == b.filters
+        && a.group_by == b.group_by
+        && a.field == b.field
+}
+
+/// The request's queries in statements: queries that read the same rows into the same groups
+/// with plain aggregations share one statement (one scan and one grouping, a value column
+/// each, as a panel's `avg` and `p99` of one metric do); every other query is its own.
+/// Each statement lists query positions, in request order.
+pub fn statements(r: &Request, step_ms: i64) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, q) in r.queries.iter().enumerate() {
+        let joins = shareable(q, r, step_ms)
+            .then(|| {
+                out.iter().position(|s| {
+                    let lead = &r.queries[s[0]];
+                    shareable(lead, r, step_ms) && same_rows(lead, q)
+                })
+            })
+            .flatten();
+        match joins {
+            Some(k) => out[k].push(i),
+            None => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// The column holding the value of the `k`-th query of a statement (`value_0`, `value_1`, …:
+/// never a column's own name, which ClickHouse would read as the alias in the other queries'
+/// aggregates).
+pub(crate) fn value_column(k: usize) -> String {
+    format!("value_{k}")
+}
+
+/// Compiles queries that [`statements`] put together into one statement: the first query's
+/// rows and groups, a value column per query ([`value_column`]).
+fn compile_shared(qs: &[&BuilderQuery], r: &Request, step_ms: i64) -> Result<Compiled, QueryError> {
+    let Some(&q) = qs.first() else {
+        return Err(QueryError::Internal("a statement without a query".into()));
+    };
     check_name(&q.name, "query")?;
     if q.filters.len() > MAX_TERMS || q.group_by.len() > MAX_TERMS {
         return Err(invalid(format!(
@@ -651,7 +709,10 @@ pub fn compile(q: &BuilderQuery, r: &Request, step_ms: i64) -> Result<Compiled, 
             .iter()
             .map(|_| "time".to_string())
             .chain((0..groups.len()).map(|i| format!("g{i}")))
-            .chain([format!("CAST(sum(delta){per} AS DOUBLE) AS value")])
+            .chain([format!(
+                "CAST(sum(delta){per} AS DOUBLE) AS {}",
+                value_column(0)
+            )])
             .collect();
         let group_clause = if group_positions.is_empty() {
             String::new()
@@ -670,35 +731,46 @@ pub fn compile(q: &BuilderQuery, r: &Request, step_ms: i64) -> Result<Compiled, 
             "metrics_v3",
         )
     } else {
-        let (agg, source) = match rollup {
+        // A rollup serves one query alone (`shareable`).
+        let (values, source) = match rollup {
             Some(r) => (
-                match q.aggregation {
-                    Aggregation::Count => "CAST(sum(count) AS DOUBLE)",
-                    Aggregation::Sum => "sum(sum_value)",
-                    Aggregation::Min => "min(min_value)",
-                    Aggregation::Max => "max(max_value)",
-                    _ => "sum(sum_value) / CAST(sum(count) AS DOUBLE)",
-                }
-                .to_string(),
+                format!(
+                    "CAST({} AS DOUBLE) AS {}",
+                    match q.aggregation {
+                        Aggregation::Count => "CAST(sum(count) AS DOUBLE)",
+                        Aggregation::Sum => "sum(sum_value)",
+                        Aggregation::Min => "min(min_value)",
+                        Aggregation::Max => "max(max_value)",
+                        _ => "sum(sum_value) / CAST(sum(count) AS DOUBLE)",
+                    },
+                    value_column(0)
+                ),
                 r.name(),
             ),
             None => {
                 let v = field_expr(q, &mut sql)?;
-                let agg = match (q.aggregation, q.aggregation.percentile()) {
-                    (_, Some(p)) => {
-                        format!("percentile_cont({p:?}) WITHIN GROUP (ORDER BY {v})")
-                    }
-                    (Aggregation::Count, _) if q.field.is_none() => "count(*)".into(),
-                    (Aggregation::Count, _) => format!("count({v})"),
-                    (Aggregation::Sum, _) => format!("sum({v})"),
-                    (Aggregation::Avg, _) => format!("avg({v})"),
-                    (Aggregation::Min, _) => format!("min({v})"),
-                    _ => format!("max({v})"),
-                };
-                (agg, table_of(q))
+                let aggs: Vec<String> = qs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, q)| {
+                        let agg = match (q.aggregation, q.aggregation.percentile()) {
+                            (_, Some(p)) => {
+                                format!("percentile_cont({p:?}) WITHIN GROUP (ORDER BY {v})")
+                            }
+                            (Aggregation::Count, _) if q.field.is_none() => "count(*)".into(),
+                            (Aggregation::Count, _) => format!("count({v})"),
+                            (Aggregation::Sum, _) => format!("sum({v})"),
+                            (Aggregation::Avg, _) => format!("avg({v})"),
+                            (Aggregation::Min, _) => format!("min({v})"),
+                            _ => format!("max({v})"),
+                        };
+                        format!("CAST({agg} AS DOUBLE) AS {}", value_column(k))
+                    })
+                    .collect();
+                (aggs.join(", "), table_of(q))
             }
         };
-        select.push(format!("CAST({agg} AS DOUBLE) AS value"));
+        select.push(values);
         let group_clause = if group_positions.is_empty() {
             String::new()
         } else {
@@ -797,18 +869,30 @@ pub async fn run(
         .collect::<Result<Vec<_>, QueryError>>()?;
     // The scoped session, made once and only when a query runs in DataFusion.
     let mut ctx = None;
-    let mut outputs = Vec::with_capacity(compiled.len());
-    for (q, c) in r.queries.iter().zip(&compiled) {
+    // Each statement's rows, and where every query's answer is: (statement, value column).
+    let mut answers: Vec<SqlOutput> = Vec::new();
+    let mut at = vec![(0, 0); r.queries.len()];
+    for members in statements(r, step_ms) {
+        let qs: Vec<&BuilderQuery> = members.iter().map(|&i| &r.queries[i]).collect();
+        let lead = qs[0];
         let native = match tables.native_sql() {
             Some(n) => {
-                let rollup = rollup_for(q, r, step_ms).is_some();
-                crate::native::compile(q, r, step_ms, scope, n, rollup)?.map(|nq| (n, nq))
+                let rollup = rollup_for(lead, r, step_ms).is_some();
+                crate::native::compile(&qs, r, step_ms, scope, n, rollup)?.map(|nq| (n, nq))
             }
             None => None,
         };
         let rows = match native {
             Some((n, nq)) => n.run(nq.sql, nq.params, limits.max_rows).await?,
             None => {
+                let shared;
+                let c = match members.as_slice() {
+                    [one] => &compiled[*one],
+                    _ => {
+                        shared = compile_shared(&qs, r, step_ms)?;
+                        &shared
+                    }
+                };
                 let options = SQLOptions::new()
                     .with_allow_ddl(false)
                     .with_allow_dml(false)
@@ -824,10 +908,23 @@ pub async fn run(
                 collect_limited(df, limits).await?
             }
         };
+        for (k, &i) in members.iter().enumerate() {
+            at[i] = (answers.len(), k);
+        }
+        answers.push(rows);
+    }
+    let mut outputs = Vec::with_capacity(compiled.len());
+    for ((q, c), (statement, k)) in r.queries.iter().zip(&compiled).zip(at) {
+        let rows = &answers[statement];
         let mut series = if c.histogram {
-            histogram_series(&rows, c, r, q.quantile.unwrap_or(0.5))?
+            histogram_series(rows, c, r, q.quantile.unwrap_or(0.5))?
         } else {
-            to_series(&rows, c, r.instant.then_some(r.from_ns / 1_000_000))?
+            to_series(
+                rows,
+                c,
+                &value_column(k),
+                r.instant.then_some(r.from_ns / 1_000_000),
+            )?
         };
         if !r.instant {
             // A bucket without rows counted nothing: 0, not "no value".
@@ -945,19 +1042,20 @@ fn time_column(
     Ok(cast.as_primitive().clone())
 }
 
-/// Rows `(time?, g0…, value)` in series order → series.
+/// Rows `(time?, g0…, value…)` in series order → the series of the value column `value`.
 fn to_series(
     rows: &SqlOutput,
     c: &Compiled,
+    value: &str,
     instant_at_ms: Option<i64>,
 ) -> Result<Vec<Series>, QueryError> {
     let mut out: Vec<Series> = Vec::new();
     for b in 0..rows.batches.len() {
         let batch = &rows.batches[b];
         let values = batch
-            .column_by_name("value")
+            .column_by_name(value)
             .and_then(|v| v.as_any().downcast_ref::<Float64Array>())
-            .ok_or_else(|| QueryError::Internal("no value column".into()))?;
+            .ok_or_else(|| QueryError::Internal(format!("no value column {value}")))?;
         let times = match instant_at_ms {
             Some(_) => None,
             None => Some(time_column(rows, b, "time")?),
@@ -1382,6 +1480,62 @@ mod tests {
         assert!(Expr::parse("A +").is_err());
         assert!(Expr::parse("A ; drop").is_err());
         assert!(Expr::parse(&"(".repeat(100)).is_err());
+    }
+
+    #[test]
+    fn queries_over_the_same_rows_share_a_statement() {
+        let q = |name: &str, aggregation, service: &str| BuilderQuery {
+            name: name.into(),
+            signal: Signal::Metrics,
+            metric: Some("cpu".into()),
+            aggregation,
+            field: None,
+            quantile: None,
+            filters: vec![Filter {
+                key: "service.name".into(),
+                op: FilterOp::Eq,
+                value: Some(FilterValue::One(service.into())),
+            }],
+            group_by: vec!["service.name".into()],
+            order: Order::Labels,
+            limit: None,
+            hidden: false,
+        };
+        let hour = 3_600_000_000_000;
+        let mut r = Request {
+            from_ns: 0,
+            to_ns: hour,
+            step_ms: Some(60_000),
+            max_points: 500,
+            instant: false,
+            queries: vec![
+                q("A", Aggregation::Avg, "api"),
+                q("B", Aggregation::Rate, "api"),
+                q("C", Aggregation::P99, "api"),
+                q("D", Aggregation::Avg, "worker"),
+                q("E", Aggregation::Count, "api"),
+                q("F", Aggregation::Max, "worker"),
+            ],
+            formulas: vec![],
+        };
+        assert_eq!(
+            statements(&r, 60_000),
+            vec![vec![0, 2, 4], vec![1], vec![3, 5]]
+        );
+        let c = compile_shared(&[&r.queries[0], &r.queries[2]], &r, 60_000).expect("compiles");
+        assert!(
+            c.sql.contains("AS value_0, CAST(percentile_cont(0.99)")
+                && c.sql.contains("AS value_1"),
+            "{}",
+            c.sql
+        );
+        // Over a week in whole hours the hourly rollup serves avg and count, each alone; p99
+        // reads the raw rows.
+        r.to_ns = 7 * 24 * hour;
+        assert_eq!(
+            statements(&r, 3_600_000),
+            vec![vec![0], vec![1], vec![2], vec![3], vec![4], vec![5]]
+        );
     }
 
     #[test]

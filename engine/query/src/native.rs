@@ -16,7 +16,7 @@ use crate::NativeSql;
 use crate::QueryError;
 use crate::builder::{
     Aggregation, BuilderQuery, Filter, FilterOp, FilterValue, KeyRef, Request, Signal,
-    check_string, invalid, one_value, resolve_key,
+    check_string, invalid, one_value, resolve_key, value_column,
 };
 
 /// A compiled statement and its parameters.
@@ -99,18 +99,23 @@ fn filter_sql(signal: Signal, f: &Filter, i: usize, p: &mut Params) -> Result<St
 /// # Errors
 /// [`QueryError::Invalid`] naming what is wrong with the query.
 pub(crate) fn compile(
-    q: &BuilderQuery,
+    qs: &[&BuilderQuery],
     r: &Request,
     step_ms: i64,
     scope: &Scope,
     native: &dyn NativeSql,
     rollup: bool,
 ) -> Result<Option<NativeQuery>, QueryError> {
+    let Some(&q) = qs.first() else {
+        return Ok(None);
+    };
     if rollup
-        || matches!(
-            q.aggregation,
-            Aggregation::Rate | Aggregation::Increase | Aggregation::HistogramQuantile
-        )
+        || qs.iter().any(|q| {
+            matches!(
+                q.aggregation,
+                Aggregation::Rate | Aggregation::Increase | Aggregation::HistogramQuantile
+            )
+        })
     {
         return Ok(None);
     }
@@ -166,19 +171,23 @@ pub(crate) fn compile(
         ),
         (_, None) => "1.0".to_string(),
     };
-    let agg = match q.aggregation {
-        Aggregation::Count if q.field.is_none() => "count()".to_string(),
-        Aggregation::Count => format!("count({v})"),
-        Aggregation::Sum => format!("sum({v})"),
-        Aggregation::Avg => format!("avg({v})"),
-        Aggregation::Min => format!("min({v})"),
-        Aggregation::Max => format!("max({v})"),
-        a => match a.percentile() {
-            Some(pct) => format!("quantileExactInclusive({pct:?})({v})"),
-            None => return Ok(None),
-        },
-    };
-    select.push(format!("toFloat64({agg}) AS value"));
+    // Queries sharing the statement share its rows and groups (`builder::statements`): a
+    // value column each.
+    for (k, q) in qs.iter().enumerate() {
+        let agg = match q.aggregation {
+            Aggregation::Count if q.field.is_none() => "count()".to_string(),
+            Aggregation::Count => format!("count({v})"),
+            Aggregation::Sum => format!("sum({v})"),
+            Aggregation::Avg => format!("avg({v})"),
+            Aggregation::Min => format!("min({v})"),
+            Aggregation::Max => format!("max({v})"),
+            a => match a.percentile() {
+                Some(pct) => format!("quantileExactInclusive({pct:?})({v})"),
+                None => return Ok(None),
+            },
+        };
+        select.push(format!("toFloat64({agg}) AS {}", value_column(k)));
+    }
     let mut sql = format!(
         "SELECT {} FROM {} WHERE {}",
         select.join(", "),
@@ -270,7 +279,7 @@ mod tests {
                 workspace_id: "Ωws'".into(),
                 tenant_id: "Ωt\"".into(),
             };
-            let c = compile(&q, &r, 60_000, &scope, &Fake, false)
+            let c = compile(&[&q], &r, 60_000, &scope, &Fake, false)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?
                 .ok_or_else(|| TestCaseError::fail("not compiled"))?;
             prop_assert!(!c.sql.contains('Ω'), "a caller's string in the SQL text: {}", c.sql);
