@@ -91,6 +91,30 @@ async fn every_signal_and_metric_type_round_trips() {
             (Table::Exemplars, "metric_name, value"),
         ] {
             let sql = format!("SELECT * FROM {} ORDER BY {order}", table.name());
+            // An answer has the table's declared types on every store (strings as Utf8, however
+            // the store read them).
+            let tables: &dyn TelemetryTables = b.store.as_ref();
+            let answer = run_scoped_sql(tables, &sc, &sql, &QueryLimits::default())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let types =
+                |s: &arrow::datatypes::Schema| -> Vec<(String, arrow::datatypes::DataType)> {
+                    s.fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), f.data_type().clone()))
+                        .collect()
+                };
+            let declared = schema_of(table);
+            assert_eq!(
+                types(&answer.schema),
+                types(&declared),
+                "{}: {}",
+                b.name,
+                table.name()
+            );
+            for batch in &answer.batches {
+                assert_eq!(types(&batch.schema()), types(&declared), "{}", b.name);
+            }
             let want = expected(&written, table, &sql).await;
             let got = text(b.store.as_ref(), &sc, &sql).await;
             assert!(
