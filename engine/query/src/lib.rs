@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
@@ -479,17 +479,15 @@ pub(crate) async fn collect_limited(
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let df = df.limit(0, Some(limits.max_rows + 1))?;
     let batches = df.collect().await?;
-    cut_rows(schema, batches, limits.max_rows)
+    Ok(cut_rows(schema, batches, limits.max_rows))
 }
 
-/// Keeps at most `max_rows` of `batches`, saying whether it cut. Strings a store read as
-/// `Utf8View` come out as `Utf8`, so an answer has the same types on every store.
+/// Keeps at most `max_rows` of `batches`, saying whether it cut.
 pub(crate) fn cut_rows(
     schema: SchemaRef,
-    batches: Vec<RecordBatch>,
+    mut batches: Vec<RecordBatch>,
     max_rows: usize,
-) -> Result<SqlOutput, QueryError> {
-    let (schema, mut batches) = plain_strings(schema, batches)?;
+) -> SqlOutput {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
     let truncated = total > max_rows;
     if truncated {
@@ -505,55 +503,11 @@ pub(crate) fn cut_rows(
         }
         batches = out;
     }
-    Ok(SqlOutput {
+    SqlOutput {
         schema,
         batches,
         truncated,
-    })
-}
-
-/// `schema` and `batches` with every top-level `Utf8View` column cast to `Utf8`.
-fn plain_strings(
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-    let is_view = |t: &DataType| *t == DataType::Utf8View;
-    if !schema.fields().iter().any(|f| is_view(f.data_type())) {
-        return Ok((schema, batches));
     }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = if is_view(f.data_type()) {
-                DataType::Utf8
-            } else {
-                f.data_type().clone()
-            };
-            f.as_ref().clone().with_data_type(t)
-        })
-        .collect();
-    let plain: SchemaRef = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    let internal = |e: datafusion::arrow::error::ArrowError| QueryError::Internal(e.to_string());
-    let batches = batches
-        .into_iter()
-        .map(|b| {
-            let columns = b
-                .columns()
-                .iter()
-                .zip(plain.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(Arc::clone(c))
-                    } else {
-                        datafusion::arrow::compute::cast(c, f.data_type()).map_err(internal)
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(Arc::clone(&plain), columns).map_err(internal)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((plain, batches))
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ impl Prepared {
             .await?;
         let task = TaskContext::from(state).with_runtime(crate::query_runtime(limits)?);
         let batches = collect(physical, Arc::new(task)).await?;
-        crate::cut_rows(schema, batches, self.max_rows)
+        Ok(crate::cut_rows(schema, batches, self.max_rows))
     }
 }
 

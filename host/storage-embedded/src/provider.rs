@@ -9,8 +9,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue};
@@ -45,79 +44,24 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// `schema` with its top-level strings as `Utf8View`: Parquet's strings (dictionary pages
-/// above all) are read as views into the pages instead of being copied value by value, and
-/// short ones (service names, scope ids) compare and hash inline. Answers leave the query
-/// engine as `Utf8` again.
-fn view_strings(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-/// The columns `projection` of `batch` (in the table's declared schema) in `schema` (already
-/// projected): strings become views of the batch's own buffers, no value is copied.
-fn as_schema(
-    batch: &RecordBatch,
-    projection: Option<&Vec<usize>>,
-    schema: &SchemaRef,
-) -> Result<RecordBatch> {
-    let batch = match projection {
-        Some(p) => batch.project(p)?,
-        None => batch.clone(),
-    };
-    if batch.schema_ref() == schema {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                cast(c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-}
-
 impl EmbeddedTable {
-    /// A table: its files and its rows not flushed yet. The signal tables users query read
-    /// strings as views ([`view_strings`]).
+    /// A table: its files and its rows not flushed yet.
     pub fn new(shared: Arc<Shared>, table: Table) -> EmbeddedTable {
-        let declared = schema_of(table);
-        EmbeddedTable {
-            shared,
-            table,
-            name: table.name(),
-            schema: if Table::TELEMETRY.contains(&table) {
-                view_strings(&declared)
-            } else {
-                declared
-            },
-            files: true,
-            memory: true,
-        }
-    }
-
-    /// Only a table's rows not flushed yet, in the table's declared schema.
-    pub fn unflushed(shared: Arc<Shared>, table: Table) -> EmbeddedTable {
         EmbeddedTable {
             shared,
             table,
             name: table.name(),
             schema: schema_of(table),
-            files: false,
+            files: true,
             memory: true,
+        }
+    }
+
+    /// Only a table's rows not flushed yet.
+    pub fn unflushed(shared: Arc<Shared>, table: Table) -> EmbeddedTable {
+        EmbeddedTable {
+            files: false,
+            ..EmbeddedTable::new(shared, table)
         }
     }
 
@@ -294,19 +238,19 @@ impl TableProvider for EmbeddedTable {
             let listing = ListingTable::try_new(config)?;
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
-        let projected = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => Arc::clone(&self.schema),
-        };
         if !memory.is_empty() {
-            let memory = memory
-                .iter()
-                .map(|b| as_schema(b, projection, &projected))
-                .collect::<Result<Vec<_>>>()?;
-            let mem = MemorySourceConfig::try_new_exec(&[memory], Arc::clone(&projected), None)?;
+            let mem = MemorySourceConfig::try_new_exec(
+                &[memory],
+                Arc::clone(&self.schema),
+                projection.cloned(),
+            )?;
             inputs.push(mem);
         }
         if inputs.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
