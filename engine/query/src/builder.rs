@@ -556,7 +556,7 @@ fn same_rows(a: &BuilderQuery, b: &BuilderQuery) -> bool {
 /// with plain aggregations share one statement (one scan and one grouping, a value column
 /// each, as a panel's `avg` and `p99` of one metric do); every other query is its own.
 /// Each statement lists query positions, in request order.
-pub fn statements(r: &Request, step_ms: i64) -> Vec<Vec<usize>> {
+fn statements(r: &Request, step_ms: i64) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     for (i, q) in r.queries.iter().enumerate() {
         let joins = shareable(q, r, step_ms)
