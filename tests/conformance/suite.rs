@@ -708,3 +708,171 @@ async fn a_prepared_query_answers_as_the_rendered_one_and_sees_new_data() {
         );
     }
 }
+
+/// A panel's request over `[from, to)` in minutes: avg, p99 and count of `cpu` by service (one
+/// statement), and the count of logs (another).
+fn panel(from: u64, to: u64) -> query::builder::Request {
+    let queries = serde_json::from_value(serde_json::json!([
+        {"name": "A", "signal": "metrics", "metric": "cpu", "aggregation": "avg",
+         "group_by": ["service.name"]},
+        {"name": "B", "signal": "metrics", "metric": "cpu", "aggregation": "p99",
+         "group_by": ["service.name"]},
+        {"name": "C", "signal": "metrics", "metric": "cpu", "aggregation": "count",
+         "group_by": ["service.name"]},
+        {"name": "L", "signal": "logs", "aggregation": "count"},
+    ]))
+    .expect("queries");
+    query::builder::Request {
+        from_ns: i64::try_from(from).expect("time"),
+        to_ns: i64::try_from(to).expect("time"),
+        step_ms: Some(60_000),
+        max_points: 1_000,
+        instant: false,
+        queries,
+        formulas: vec![],
+    }
+}
+
+/// The cached answer, checked against a full run of the same request.
+async fn cached_as_full(
+    b: &Backend,
+    cache: &query::BucketCache,
+    sc: &Scope,
+    r: &query::builder::Request,
+) -> query::builder::Response {
+    let limits = QueryLimits::default();
+    let tables: &dyn TelemetryTables = b.store.as_ref();
+    let cached = query::builder::run_cached(tables, sc, r, &limits, cache)
+        .await
+        .expect("the cached run answers");
+    let full = query::builder::run(tables, sc, r, &limits)
+        .await
+        .expect("the full run answers");
+    assert_eq!(
+        cached, full,
+        "{}: the cached answer is the full one",
+        b.name
+    );
+    cached
+}
+
+/// The value of query `name` at `t` (ns) in its only series.
+fn point(r: &query::builder::Response, name: &str, t: u64) -> Option<f64> {
+    let out = r
+        .results
+        .iter()
+        .find(|o| o.name == name)
+        .expect("the query");
+    let t_ms = i64::try_from(t / 1_000_000).expect("time");
+    out.series[0]
+        .points
+        .iter()
+        .find(|p| p.0 == t_ms)
+        .and_then(|p| p.1)
+}
+
+#[tokio::test]
+async fn a_cached_panel_answers_as_a_full_run_after_new_late_and_expired_rows() {
+    const MINUTE: u64 = 60_000_000_000;
+    const SECOND: u64 = 1_000_000_000;
+    for b in backends().await {
+        let sc = scope("t-panel-cache");
+        let cache = query::BucketCache::new(16 << 20);
+        let t0 = hour_start(2, 0);
+        // A point every 10 s for 40 minutes, whole numbers (sums are exact in any order).
+        let points: Vec<(u64, f64)> = (0..240)
+            .map(|i| (t0 + i * 10 * SECOND, (i % 17) as f64))
+            .collect();
+        data::store(
+            b.store.as_ref(),
+            &sc,
+            &Export::Metrics(data::gauge_points("cpu", &points)),
+        )
+        .await;
+        data::store(
+            b.store.as_ref(),
+            &sc,
+            &Export::Logs(data::logs("svc", "panel", 50, t0 + 3 * MINUTE)),
+        )
+        .await;
+        b.store.flush().await.expect("flush");
+
+        // The range starts and ends inside buckets, as `now-30m`..`now` does.
+        let mut from = t0 + 30 * SECOND;
+        let mut to = t0 + 30 * MINUTE + 20 * SECOND;
+        let first = cached_as_full(&b, &cache, &sc, &panel(from, to)).await;
+        cached_as_full(&b, &cache, &sc, &panel(from, to)).await;
+        // The panel refreshes: the range moves two minutes and a half on.
+        from += 150 * SECOND;
+        to += 150 * SECOND;
+        cached_as_full(&b, &cache, &sc, &panel(from, to)).await;
+
+        // A late point lands in a bucket already kept; another after the range.
+        let late = t0 + 10 * MINUTE + 5 * SECOND;
+        data::store(
+            b.store.as_ref(),
+            &sc,
+            &Export::Metrics(data::gauge_points(
+                "cpu",
+                &[(late, 1_000.0), (t0 + 50 * MINUTE, 7.0)],
+            )),
+        )
+        .await;
+        let after = cached_as_full(&b, &cache, &sc, &panel(from, to)).await;
+        let bucket = t0 + 10 * MINUTE;
+        assert_eq!(point(&first, "C", bucket), Some(6.0), "{}", b.name);
+        assert_eq!(point(&after, "C", bucket), Some(7.0), "{}", b.name);
+        let p99 = point(&after, "B", bucket).unwrap_or_default();
+        assert!(p99 > 900.0, "{}: p99 sees the late point: {p99}", b.name);
+        // Another tenant's panel is its own.
+        let other = cached_as_full(&b, &cache, &scope("t-panel-cache-2"), &panel(from, to)).await;
+        assert!(
+            other.results.iter().all(|o| o
+                .series
+                .iter()
+                .all(|s| s.points.iter().all(|p| p.1.is_none() || p.1 == Some(0.0)))),
+            "{}: {other:?}",
+            b.name
+        );
+
+        // Logs past their retention go, and a kept count of them with them.
+        let old = now() - 100 * DAY;
+        data::store(
+            b.store.as_ref(),
+            &sc,
+            &Export::Logs(data::logs("svc", "expired", 5, old)),
+        )
+        .await;
+        let (old_from, old_to) = (old - 10 * MINUTE - 7 * SECOND, old + 10 * MINUTE);
+        let before = cached_as_full(&b, &cache, &sc, &panel(old_from, old_to)).await;
+        let logs_at = |r: &query::builder::Response| -> f64 {
+            r.results
+                .iter()
+                .find(|o| o.name == "L")
+                .map(|o| {
+                    o.series
+                        .iter()
+                        .flat_map(|s| &s.points)
+                        .filter_map(|p| p.1)
+                        .sum()
+                })
+                .unwrap_or_default()
+        };
+        if b.clickhouse.is_none() {
+            // ClickHouse may drop rows past their TTL as soon as they arrive.
+            assert_eq!(logs_at(&before), 5.0, "{}", b.name);
+        }
+        b.store.enforce_retention().await.expect("retention runs");
+        let gone = cached_as_full(&b, &cache, &sc, &panel(old_from, old_to)).await;
+        assert_eq!(logs_at(&gone), 0.0, "{}", b.name);
+
+        // The embedded store says what changed, so refreshes reused kept buckets; ClickHouse,
+        // which other writers share, is never cached.
+        let stats = cache.stats();
+        if b.clickhouse.is_some() {
+            assert_eq!((stats.entries, stats.hits), (0, 0), "{}", b.name);
+        } else {
+            assert!(stats.hits >= 4, "{}: {stats:?}", b.name);
+        }
+    }
+}

@@ -320,7 +320,82 @@ async fn scenario(srv: TestServer, api: Api, admin: String, store: &str) {
     shared_statements_answer_as_alone(&api, &admin, start).await;
     arrow_answer(&api, &admin, start).await;
     limits_and_bad_queries(&api, &admin, start).await;
+    a_refreshed_panel_sees_late_points(&srv, &api, &admin, &key, start, store).await;
     drop(srv);
+}
+
+/// A panel refreshed after a point arrived late, into a bucket its last answer already had,
+/// shows that point: the server's bucket cache reuses only buckets no write touched since.
+async fn a_refreshed_panel_sees_late_points(
+    srv: &TestServer,
+    api: &Api,
+    token: &str,
+    key: &str,
+    start: u64,
+    store: &str,
+) {
+    let start_ms = (start / 1_000_000) as i64;
+    let gauge = |points: &[(u64, f64)]| {
+        let points: Vec<Value> = points
+            .iter()
+            .map(|(t, v)| json!({"timeUnixNano": t.to_string(), "asDouble": v}))
+            .collect();
+        json!({"resourceMetrics": [{"resource": {"attributes": [attr("service.name", "late")]},
+            "scopeMetrics": [{"scope": {"name": "golden"}, "metrics": [
+                {"name": "late.gauge", "gauge": {"dataPoints": points}}]}]}]})
+    };
+    let points: Vec<(u64, f64)> = (0..120)
+        .map(|i| (start + i * MINUTE_NS + 1_000_000_000, 1.0))
+        .collect();
+    srv.send_json(key, "/v1/metrics", &gauge(&points)).await;
+    // Inside buckets at both ends, as `now-2h` .. `now` is.
+    let request = json!({"from": start_ms + 30_000, "to": start_ms + 7_220_000, "step": "1m",
+        "queries": [
+            {"name": "N", "signal": "metrics", "metric": "late.gauge", "aggregation": "count",
+             "group_by": ["service.name"]},
+            {"name": "S", "signal": "metrics", "metric": "late.gauge", "aggregation": "sum",
+             "group_by": ["service.name"]}]});
+    let at = |body: &Value, query: usize, minute: i64| {
+        body["results"][query]["series"][0]["points"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p[0] == json!(start_ms + minute * 60_000)))
+            .and_then(|p| p[1].as_f64())
+    };
+    let hits_before = server_metric(api, "telemetryflow_query_cache_hits_total").await;
+    let (status, before) = api
+        .post("/api/v1/query", Some(token), request.clone())
+        .await;
+    assert_eq!(status, 200, "{before}");
+    let (status, again) = api
+        .post("/api/v1/query", Some(token), request.clone())
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(before, again, "{store}: the same rows, the same answer");
+    assert_eq!(at(&before, 0, 30), Some(1.0), "{store}: {before}");
+
+    srv.send_json(
+        key,
+        "/v1/metrics",
+        &gauge(&[(start + 30 * MINUTE_NS + 5_000_000_000, 41.0)]),
+    )
+    .await;
+    let (status, after) = api.post("/api/v1/query", Some(token), request).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        at(&after, 0, 30),
+        Some(2.0),
+        "{store}: the late point counts"
+    );
+    assert_eq!(at(&after, 1, 30), Some(42.0), "{store}: and sums");
+    for minute in [1, 29, 31, 119] {
+        assert_eq!(at(&after, 0, minute), Some(1.0), "{store}: minute {minute}");
+    }
+    let hits = server_metric(api, "telemetryflow_query_cache_hits_total").await - hits_before;
+    if store == "embedded" {
+        assert!(hits >= 2.0, "the refreshes reused kept buckets: {hits}");
+    } else {
+        assert_eq!(hits, 0.0, "answers over ClickHouse are not kept");
+    }
 }
 
 /// The hourly rollup serves a long, hour-aligned query; forcing the raw points (a filter that
@@ -585,6 +660,11 @@ async fn limits_and_bad_queries(api: &Api, token: &str, start: u64) {
 
 /// `telemetryflow_queries_running` as `/metrics` shows it.
 async fn queries_running(api: &Api) -> f64 {
+    server_metric(api, "telemetryflow_queries_running").await
+}
+
+/// A metric without labels as `/metrics` shows it (0 when absent).
+async fn server_metric(api: &Api, name: &str) -> f64 {
     let text = api
         .client
         .get(format!("{}/metrics", api.base))
@@ -595,7 +675,7 @@ async fn queries_running(api: &Api) -> f64 {
         .await
         .expect("body");
     text.lines()
-        .find_map(|l| l.strip_prefix("telemetryflow_queries_running "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }

@@ -21,11 +21,12 @@ use datafusion::arrow::array::{
     Array, AsArray, Float64Array, ListArray, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::SQLOptions;
+use datafusion::prelude::{SQLOptions, SessionContext};
 use datafusion::scalar::ScalarValue;
-use model::{Rollup, Scope};
+use model::{Rollup, Scope, Table};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{self, BucketCache};
 use crate::{QueryError, QueryLimits, SqlOutput, TelemetryTables, collect_limited, scoped_context};
 
 /// Which telemetry a query reads.
@@ -588,6 +589,20 @@ fn compile_shared(qs: &[&BuilderQuery], r: &Request, step_ms: i64) -> Result<Com
     let Some(&q) = qs.first() else {
         return Err(QueryError::Internal("a statement without a query".into()));
     };
+    compile_statement(qs, r, step_ms, rollup_for(q, r, step_ms))
+}
+
+/// [`compile_shared`] with the rollup decided by the caller (`None`: the raw rows, as a part of
+/// a range the cache completes must be read).
+fn compile_statement(
+    qs: &[&BuilderQuery],
+    r: &Request,
+    step_ms: i64,
+    rollup: Option<Rollup>,
+) -> Result<Compiled, QueryError> {
+    let Some(&q) = qs.first() else {
+        return Err(QueryError::Internal("a statement without a query".into()));
+    };
     check_name(&q.name, "query")?;
     if q.filters.len() > MAX_TERMS || q.group_by.len() > MAX_TERMS {
         return Err(invalid(format!(
@@ -633,7 +648,6 @@ fn compile_shared(qs: &[&BuilderQuery], r: &Request, step_ms: i64) -> Result<Com
     } else {
         0
     };
-    let rollup = rollup_for(q, r, step_ms);
     let time_col = rollup.map_or("timestamp", |_| "hour");
     let from = sql.bind(ts_param(r.from_ns - lookback_ns));
     let to = sql.bind(ts_param(r.to_ns));
@@ -818,6 +832,38 @@ pub async fn run(
     r: &Request,
     limits: &QueryLimits,
 ) -> Result<Response, QueryError> {
+    run_with(tables, scope, r, limits, None).await
+}
+
+/// [`run`], reusing the buckets `cache` kept of earlier answers that are still valid and
+/// keeping this answer's (see [`BucketCache`]); the answer is the one [`run`] gives.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_cached(
+    tables: &dyn TelemetryTables,
+    scope: &Scope,
+    r: &Request,
+    limits: &QueryLimits,
+    cache: &BucketCache,
+) -> Result<Response, QueryError> {
+    run_with(
+        tables,
+        scope,
+        r,
+        limits,
+        Some(cache).filter(|c| c.enabled()),
+    )
+    .await
+}
+
+async fn run_with(
+    tables: &dyn TelemetryTables,
+    scope: &Scope,
+    r: &Request,
+    limits: &QueryLimits,
+    cache: Option<&BucketCache>,
+) -> Result<Response, QueryError> {
     if r.to_ns <= r.from_ns {
         return Err(invalid("the range is empty: from must be before to"));
     }
@@ -874,39 +920,17 @@ pub async fn run(
     let mut at = vec![(0, 0); r.queries.len()];
     for members in statements(r, step_ms) {
         let qs: Vec<&BuilderQuery> = members.iter().map(|&i| &r.queries[i]).collect();
-        let lead = qs[0];
-        let native = match tables.native_sql() {
-            Some(n) => {
-                let rollup = rollup_for(lead, r, step_ms).is_some();
-                crate::native::compile(&qs, r, step_ms, scope, n, rollup)?.map(|nq| (n, nq))
-            }
-            None => None,
+        let mut run = Runner {
+            tables,
+            scope,
+            qs: &qs,
+            step_ms,
+            limits,
+            ctx: &mut ctx,
         };
-        let rows = match native {
-            Some((n, nq)) => n.run(nq.sql, nq.params, limits.max_rows).await?,
-            None => {
-                let shared;
-                let c = match members.as_slice() {
-                    [one] => &compiled[*one],
-                    _ => {
-                        shared = compile_shared(&qs, r, step_ms)?;
-                        &shared
-                    }
-                };
-                let options = SQLOptions::new()
-                    .with_allow_ddl(false)
-                    .with_allow_dml(false)
-                    .with_allow_statements(false);
-                let ctx = match &mut ctx {
-                    Some(ctx) => ctx,
-                    None => ctx.insert(scoped_context(tables, scope, limits)?),
-                };
-                let df = ctx
-                    .sql_with_options(&c.sql, options)
-                    .await?
-                    .with_param_values(c.params.clone())?;
-                collect_limited(df, limits).await?
-            }
+        let rows = match cache.filter(|_| keepable(&qs, r, step_ms)) {
+            Some(cache) => run.kept(cache, r).await?,
+            None => run.statement(r, true).await?,
         };
         for (k, &i) in members.iter().enumerate() {
             at[i] = (answers.len(), k);
@@ -961,6 +985,129 @@ pub async fn run(
         step_ms,
         results: outputs,
     })
+}
+
+/// Whether a statement's answer may be kept per bucket: plain aggregations in time buckets,
+/// whose buckets do not depend on each other (no counter, histogram, rollup or instant query).
+fn keepable(qs: &[&BuilderQuery], r: &Request, step_ms: i64) -> bool {
+    !r.instant && qs.iter().all(|q| shareable(q, r, step_ms))
+}
+
+/// Runs one statement (the queries `qs`, which [`statements`] put together).
+struct Runner<'a, 'b> {
+    tables: &'a dyn TelemetryTables,
+    scope: &'a Scope,
+    qs: &'a [&'a BuilderQuery],
+    step_ms: i64,
+    limits: &'a QueryLimits,
+    ctx: &'b mut Option<SessionContext>,
+}
+
+impl Runner<'_, '_> {
+    /// The statement over `r`'s range: in the store's own SQL when it has one, else in
+    /// DataFusion over the scoped views. `whole`: `r` is the request's own range (a rollup may
+    /// serve it); a part of it reads the raw rows.
+    async fn statement(&mut self, r: &Request, whole: bool) -> Result<SqlOutput, QueryError> {
+        let lead = self.qs[0];
+        let rollup = if whole {
+            rollup_for(lead, r, self.step_ms)
+        } else {
+            None
+        };
+        if let Some(n) = self.tables.native_sql()
+            && let Some(nq) =
+                crate::native::compile(self.qs, r, self.step_ms, self.scope, n, rollup.is_some())?
+        {
+            return n.run(nq.sql, nq.params, self.limits.max_rows).await;
+        }
+        let c = compile_statement(self.qs, r, self.step_ms, rollup)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let ctx = match self.ctx {
+            Some(ctx) => ctx,
+            None => self
+                .ctx
+                .insert(scoped_context(self.tables, self.scope, self.limits)?),
+        };
+        let df = ctx
+            .sql_with_options(&c.sql, options)
+            .await?
+            .with_param_values(c.params)?;
+        collect_limited(df, self.limits).await
+    }
+
+    /// The statement over `r`'s range, reusing the buckets `cache` kept that are still valid
+    /// and computing the others, then keeping the answer's whole buckets.
+    async fn kept(&mut self, cache: &BucketCache, r: &Request) -> Result<SqlOutput, QueryError> {
+        let table = match self.qs[0].signal {
+            Signal::Metrics => Table::Metrics,
+            Signal::Logs => Table::Logs,
+            Signal::Traces => Table::Traces,
+        };
+        let step_ns = self.step_ms * 1_000_000;
+        // Taken before any row is read: what is written from now on is a change since it.
+        let (Some(version), Some(want)) = (
+            self.tables.version(table),
+            cache::whole_buckets(r.from_ns, r.to_ns, step_ns),
+        ) else {
+            return self.statement(r, true).await;
+        };
+        let key = cache::Key::new(self.scope, table, self.step_ms, self.qs);
+        let reuse = cache.get(&key).and_then(|k| {
+            let changes = self.tables.changes_since(table, k.version);
+            cache::reusable(&k, changes, want, step_ns).map(|span| (span, k.rows))
+        });
+        let rows = match reuse {
+            None => {
+                cache.count(false);
+                self.statement(r, true).await?
+            }
+            Some(((first, end), kept)) => {
+                cache.count(true);
+                let mut batches = cache::rows_in(&kept, first, end)?;
+                let mut cut = false;
+                for (from_ns, to_ns) in [(r.from_ns, first), (end, r.to_ns)] {
+                    if from_ns < to_ns {
+                        let part = Request {
+                            from_ns,
+                            to_ns,
+                            step_ms: Some(self.step_ms),
+                            ..r.clone()
+                        };
+                        let out = self.statement(&part, false).await?;
+                        cut |= out.truncated;
+                        batches.extend(out.batches);
+                    }
+                }
+                let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+                if cut || total > self.limits.max_rows {
+                    // Which rows a cut keeps is the full statement's business.
+                    return self.statement(r, true).await;
+                }
+                SqlOutput {
+                    schema: kept.schema,
+                    batches,
+                    truncated: false,
+                }
+            }
+        };
+        if !rows.truncated {
+            let kept = cache::Kept {
+                first_ns: want.0,
+                end_ns: want.1,
+                version,
+                rows: SqlOutput {
+                    schema: rows.schema.clone(),
+                    batches: cache::rows_in(&rows, want.0, want.1)?,
+                    truncated: false,
+                },
+            };
+            cache.put(key, kept);
+        }
+        Ok(rows)
+    }
 }
 
 /// Every bucket of the range in every series; `empty` where a series has no value.
@@ -1042,7 +1189,8 @@ fn time_column(
     Ok(cast.as_primitive().clone())
 }
 
-/// Rows `(time?, g0…, value…)` in series order → the series of the value column `value`.
+/// Rows `(time?, g0…, value…)` → the series of the value column `value`, in the order each
+/// first appears (a statement gives them in series order; a cached answer in parts).
 fn to_series(
     rows: &SqlOutput,
     c: &Compiled,
@@ -1050,6 +1198,8 @@ fn to_series(
     instant_at_ms: Option<i64>,
 ) -> Result<Vec<Series>, QueryError> {
     let mut out: Vec<Series> = Vec::new();
+    let mut index: std::collections::HashMap<BTreeMap<String, String>, usize> =
+        std::collections::HashMap::new();
     for b in 0..rows.batches.len() {
         let batch = &rows.batches[b];
         let values = batch
@@ -1071,10 +1221,17 @@ fn to_series(
                 .filter(|v| v.is_finite());
             match out.last_mut() {
                 Some(s) if s.labels == labels => s.points.push((t, v)),
-                _ => out.push(Series {
-                    labels,
-                    points: vec![(t, v)],
-                }),
+                _ => match index.get(&labels) {
+                    // Rows of one series apart: parts of a range computed separately.
+                    Some(&k) => out[k].points.push((t, v)),
+                    None => {
+                        index.insert(labels.clone(), out.len());
+                        out.push(Series {
+                            labels,
+                            points: vec![(t, v)],
+                        });
+                    }
+                },
             }
         }
     }

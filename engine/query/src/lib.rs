@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod builder;
+mod cache;
 mod native;
 mod prepared;
 pub mod views;
@@ -33,6 +34,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use model::{ErrorKind, Rollup, Scope, Table};
 
 pub use audit::{AuditFilter, alert_history, audit_events};
+pub use cache::{BucketCache, CacheStats};
 pub use prepared::{Param, Prepared};
 
 /// A store that runs SQL of its own (ClickHouse) answers builder queries itself: the engine
@@ -62,6 +64,19 @@ pub trait TelemetryTables: Send + Sync {
 
     fn table_provider(&self, table: Table) -> Arc<dyn TableProvider>;
 
+    /// The version of `table`'s rows now: it grows with every write to the table and every
+    /// removal from it. `None` when the store cannot say what changed (rows written by others,
+    /// as into a shared ClickHouse); answers over it are then never kept ([`BucketCache`]).
+    fn version(&self, _table: Table) -> Option<u64> {
+        None
+    }
+
+    /// What was written to or removed from `table` after `version` (one [`Self::version`]
+    /// gave).
+    fn changes_since(&self, _table: Table, _version: u64) -> Changes {
+        Changes::Unknown
+    }
+
     /// A rollup of `metrics_v3` with the columns of [`model::rollup_schema`]. Stores that
     /// maintain rollups serve them; the default aggregates the raw points when read, which
     /// gives the same answer.
@@ -72,6 +87,17 @@ pub trait TelemetryTables: Send + Sync {
         let plan = rollup_from_raw(self.table_provider(Table::Metrics), rollup)?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
+}
+
+/// What a store says changed in a table since a version ([`TelemetryTables::changes_since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changes {
+    /// No row was written or removed.
+    Nothing,
+    /// Rows were written or removed; the oldest of their timestamps (ns) is this one or later.
+    From(i64),
+    /// The store cannot tell.
+    Unknown,
 }
 
 /// The plan that aggregates raw `metrics_v3` points into a rollup.
@@ -175,7 +201,7 @@ impl Default for QueryLimits {
 }
 
 /// The result of a query.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SqlOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,

@@ -924,7 +924,13 @@ async fn run_widget(
     let r = request.to_request(now)?;
     let answer = within_time_limit(
         state,
-        query::builder::run(state.telemetry.as_ref(), scope, &r, &state.query_limits),
+        query::builder::run_cached(
+            state.telemetry.as_ref(),
+            scope,
+            &r,
+            &state.query_limits,
+            &state.query_cache,
+        ),
     )
     .await?;
     let mut results = Vec::with_capacity(answer.results.len());

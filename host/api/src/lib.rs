@@ -128,6 +128,8 @@ pub struct AppState {
     pub plugins: Arc<PluginService>,
     pub limits: IngestLimits,
     pub query_limits: query::QueryLimits,
+    /// Buckets of earlier builder answers still valid (panels refreshing a moving range).
+    pub query_cache: query::BucketCache,
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Queries running now (`telemetryflow_queries_running`).
     pub queries_running: Arc<std::sync::atomic::AtomicUsize>,
@@ -147,6 +149,7 @@ impl AppState {
         auth: AuthSettings,
         plugins: Arc<PluginService>,
         render_metrics: Box<dyn Fn() -> String + Send + Sync>,
+        query_cache_bytes: usize,
     ) -> Arc<AppState> {
         Arc::new(AppState {
             keys: ApiKeyVerifier::new(Arc::clone(&meta)),
@@ -163,6 +166,7 @@ impl AppState {
             queries_running: Arc::default(),
             limits,
             query_limits: query::QueryLimits::default(),
+            query_cache: query::BucketCache::new(query_cache_bytes),
             render_metrics,
         })
     }

@@ -213,11 +213,12 @@ async fn run_query(
     let request = body.to_request(Utc::now())?;
     let out = within_time_limit(
         &state,
-        query::builder::run(
+        query::builder::run_cached(
             state.telemetry.as_ref(),
             p.scope(),
             &request,
             &state.query_limits,
+            &state.query_cache,
         ),
     )
     .await?;

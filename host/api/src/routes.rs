@@ -161,6 +161,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .queries_running
             .load(std::sync::atomic::Ordering::Relaxed) as f64,
     );
+    let cache = state.query_cache.stats();
+    metrics::gauge!("telemetryflow_query_cache_bytes").set(cache.bytes as f64);
+    metrics::gauge!("telemetryflow_query_cache_entries").set(cache.entries as f64);
+    metrics::counter!("telemetryflow_query_cache_hits_total").absolute(cache.hits);
+    metrics::counter!("telemetryflow_query_cache_misses_total").absolute(cache.misses);
     (
         [(
             header::CONTENT_TYPE,

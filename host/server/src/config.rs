@@ -133,6 +133,9 @@ pub struct FileConfig {
     /// Memory for the rows of the most recently flushed files, read without opening their
     /// Parquet (embedded store). Default: 128 MiB; 0 turns it off.
     pub hot_bytes: Option<usize>,
+    /// Memory for the time buckets of earlier query answers that a refresh reuses. Default:
+    /// 64 MiB; 0 turns it off.
+    pub query_cache_bytes: Option<usize>,
     /// Days to keep per table, e.g. `traces_v3 = 14`.
     #[serde(default)]
     pub retention_days: BTreeMap<String, u32>,
@@ -188,6 +191,7 @@ pub struct Config {
     pub ingest_max_in_flight: usize,
     pub max_unflushed_bytes: usize,
     pub hot_bytes: usize,
+    pub query_cache_bytes: usize,
     /// `None`: the embedded store.
     pub clickhouse: Option<storage_clickhouse::ClickHouseConfig>,
     /// `None`: SQLite in the data dir; `Some(url)`: PostgreSQL.
@@ -231,6 +235,7 @@ impl Default for Config {
             ingest_max_in_flight: 64,
             max_unflushed_bytes: 1 << 30,
             hot_bytes: 128 << 20,
+            query_cache_bytes: 64 << 20,
             clickhouse: None,
             postgres_url: None,
             registration: RegistrationMode::Invite,
@@ -381,6 +386,7 @@ impl Config {
             ingest_max_in_flight: file.ingest_max_in_flight.unwrap_or(d.ingest_max_in_flight),
             max_unflushed_bytes: file.max_unflushed_bytes.unwrap_or(d.max_unflushed_bytes),
             hot_bytes: file.hot_bytes.unwrap_or(d.hot_bytes),
+            query_cache_bytes: file.query_cache_bytes.unwrap_or(d.query_cache_bytes),
         })
     }
 }
@@ -402,7 +408,7 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\nhot_bytes = 1048576\n\
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\nhot_bytes = 1048576\nquery_cache_bytes = 0\n\
              [retention_days]\ntraces_v3 = 7\n",
         )
         .expect("write");
@@ -419,6 +425,8 @@ mod tests {
         assert_eq!(c.retention_days[&model::Table::Metrics], 90);
         assert_eq!(c.hot_bytes, 1 << 20);
         assert_eq!(Config::default().hot_bytes, 128 << 20);
+        assert_eq!(c.query_cache_bytes, 0);
+        assert_eq!(Config::default().query_cache_bytes, 64 << 20);
 
         std::fs::write(&file, "data_dirr = \"typo\"\n").expect("write");
         assert!(Config::resolve(&args).is_err(), "unknown keys are errors");

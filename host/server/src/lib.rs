@@ -329,6 +329,7 @@ impl Server {
             auth,
             plugins,
             render,
+            config.query_cache_bytes,
         );
 
         let otlp_http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;

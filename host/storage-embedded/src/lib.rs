@@ -18,7 +18,11 @@
 //! - **Retention** drops whole files once all their rows are older than the table's TTL.
 //! - **Backpressure**: a full write queue or too much unflushed memory is
 //!   [`StoreError::Overloaded`], before anything is written.
+//! - **Versions**: each table counts the writes that became visible and the removals, with the
+//!   oldest timestamp of each (module `changes`), so a query cache knows which of its time
+//!   buckets are still the store's answer.
 
+mod changes;
 mod compact;
 mod hot;
 mod manifest;
@@ -118,6 +122,8 @@ struct State {
     manifest: Manifest,
     /// Rows of recently flushed files, by path.
     hot: hot::HotFiles,
+    /// Per table: its version and what each change touched.
+    changes: BTreeMap<Table, changes::ChangeLog>,
 }
 
 impl State {
@@ -257,6 +263,7 @@ impl EmbeddedStore {
                 frozen: Vec::new(),
                 manifest,
                 hot: hot::HotFiles::new(config.hot_bytes),
+                changes: BTreeMap::new(),
             }),
             manifest_lock: Mutex::new(()),
             flushed,
@@ -406,6 +413,19 @@ fn append(mem: &mut MemTable, batches: Vec<(Table, RecordBatch)>) {
     }
 }
 
+/// The oldest `timestamp` of a batch's rows (every table has one); the oldest possible when
+/// it cannot be read, which only makes a cache recompute more.
+fn oldest_timestamp(batch: &RecordBatch) -> i64 {
+    batch
+        .column_by_name("timestamp")
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+        })
+        .map_or(Some(i64::MIN), arrow::compute::min)
+        .unwrap_or(i64::MAX)
+}
+
 fn remove_orphans(dir: &Path, manifest: &Manifest) -> std::io::Result<u64> {
     let live: std::collections::HashSet<&str> =
         manifest.files.iter().map(|f| f.path.as_str()).collect();
@@ -526,11 +546,21 @@ fn commit(shared: &Shared, segment: &mut Segment, writes: Vec<(Vec<u8>, wal::Ent
                 .wal_bytes
                 .fetch_add(segment.bytes - before, Ordering::Relaxed);
             let mut acks = Vec::with_capacity(writes.len());
+            let touched: Vec<(Table, i64)> = writes
+                .iter()
+                .flat_map(|(_, batches, _)| batches.iter())
+                .map(|(table, batch)| (*table, oldest_timestamp(batch)))
+                .collect();
             {
                 let mut state = shared.state.write();
                 for (_, batches, ack) in writes {
                     append(&mut state.active, batches);
                     acks.push(ack);
+                }
+                // In the same lock step as the rows become readable: a reader that saw a
+                // version saw every row written before it.
+                for (table, oldest) in touched {
+                    state.changes.entry(table).or_default().record(oldest);
                 }
             }
             for ack in acks {
@@ -701,7 +731,15 @@ fn retention(shared: &Shared, now: SystemTime) -> std::io::Result<usize> {
     }
     manifest.files = kept;
     manifest.store(&shared.dir)?;
-    shared.state.write().set_manifest(manifest);
+    {
+        let mut state = shared.state.write();
+        state.set_manifest(manifest);
+        for f in &gone {
+            if let Some(table) = f.table() {
+                state.changes.entry(table).or_default().record(f.min_ts);
+            }
+        }
+    }
     for f in &gone {
         let path = shared.dir.join(&f.path);
         let _ = std::fs::remove_file(&path);
@@ -723,6 +761,25 @@ impl TelemetryTables for EmbeddedStore {
 
     fn rollup_provider(&self, rollup: Rollup) -> Result<Arc<dyn TableProvider>, DataFusionError> {
         rollups::provider(&self.shared, rollup)
+    }
+
+    fn version(&self, table: Table) -> Option<u64> {
+        let state = self.shared.state.read();
+        Some(
+            state
+                .changes
+                .get(&table)
+                .map_or(0, changes::ChangeLog::version),
+        )
+    }
+
+    fn changes_since(&self, table: Table, version: u64) -> query::Changes {
+        let state = self.shared.state.read();
+        match state.changes.get(&table) {
+            Some(log) => log.since(version),
+            None if version == 0 => query::Changes::Nothing,
+            None => query::Changes::Unknown,
+        }
     }
 }
 
