@@ -1173,7 +1173,8 @@ fn labels_of(
     Ok(labels)
 }
 
-fn time_column(
+/// Column `name` of batch `b` as nanosecond timestamps (ClickHouse's `DateTime64` included).
+pub(crate) fn time_column(
     rows: &SqlOutput,
     b: usize,
     name: &str,

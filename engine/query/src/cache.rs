@@ -18,9 +18,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use model::{Scope, Table};
 
 use crate::builder::BuilderQuery;
@@ -160,13 +159,7 @@ impl BucketCache {
     /// Keeps `kept` as the answer of `key`, replacing what was there, then drops the least
     /// recently used entries until the cache fits its budget.
     pub(crate) fn put(&self, key: Key, kept: Kept) {
-        let bytes = key.statement.len()
-            + kept
-                .rows
-                .batches
-                .iter()
-                .map(RecordBatch::get_array_memory_size)
-                .sum::<usize>();
+        let bytes = entry_bytes(&key, &kept);
         let mut inner = self.inner();
         if let Some(old) = inner.entries.remove(&key) {
             inner.bytes -= old.bytes;
@@ -192,6 +185,17 @@ impl BucketCache {
             }
         }
     }
+}
+
+/// What an entry counts against the budget: its rows' buffers and its key's text.
+fn entry_bytes(key: &Key, kept: &Kept) -> usize {
+    key.statement.len()
+        + kept
+            .rows
+            .batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>()
 }
 
 /// The whole buckets of `[from_ns, to_ns)`: `[first, end)` on bucket edges, `None` when the
@@ -232,13 +236,8 @@ pub(crate) fn rows_in(
     end_ns: i64,
 ) -> Result<Vec<RecordBatch>, QueryError> {
     let mut out = Vec::with_capacity(rows.batches.len());
-    for batch in &rows.batches {
-        let time = batch
-            .column_by_name("time")
-            .ok_or_else(|| QueryError::Internal("a bucketed answer without time".into()))?;
-        let time = cast(time, &DataType::Timestamp(TimeUnit::Nanosecond, None))
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let time = time.as_primitive::<TimestampNanosecondType>();
+    for (b, batch) in rows.batches.iter().enumerate() {
+        let time = crate::builder::time_column(rows, b, "time")?;
         let keep: BooleanArray = (0..time.len())
             .map(|i| Some(time.is_valid(i) && (first_ns..end_ns).contains(&time.value(i))))
             .collect();
@@ -256,7 +255,7 @@ mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::array::{Float64Array, TimestampNanosecondArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
 
@@ -349,14 +348,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_entry_goes_first_and_a_zero_budget_keeps_nothing() {
-        let one = kept(0, MIN, &[0; 100]);
-        let size = key(1).statement.len()
-            + one
-                .rows
-                .batches
-                .iter()
-                .map(RecordBatch::get_array_memory_size)
-                .sum::<usize>();
+        let size = entry_bytes(&key(1), &kept(0, MIN, &[0; 100]));
         let cache = BucketCache::new(size * 4 + size / 2);
         for n in 1..=4 {
             cache.put(key(n), kept(0, MIN, &[0; 100]));
