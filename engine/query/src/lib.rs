@@ -12,6 +12,7 @@ pub mod builder;
 mod cache;
 mod native;
 mod prepared;
+mod string_eq;
 pub mod views;
 
 use std::sync::{Arc, LazyLock};
@@ -22,6 +23,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions::expr_fn::date_trunc;
@@ -421,7 +423,13 @@ pub fn scoped_context(
 ) -> Result<SessionContext, QueryError> {
     let runtime = query_runtime(limits)?;
     let config = SessionConfig::new().with_information_schema(false);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(string_eq::StringEqRule))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     for table in Table::TELEMETRY {
         let plan = scoped_plan(tables, table, scope)?;
         match table {

@@ -55,6 +55,7 @@ static BARE: LazyLock<SessionState> = LazyLock::new(|| {
         Arc::new(OutputRequirements::new_remove_mode()),
         Arc::new(EnsureCooperative::new()),
         Arc::new(SanityCheckPlan::new()),
+        Arc::new(crate::string_eq::StringEqRule),
     ];
     let builder = SessionStateBuilder::new()
         .with_config(
