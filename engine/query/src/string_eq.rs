@@ -3,11 +3,11 @@
 //!
 //! Every scoped query filters `workspace_id` and `tenant_id` by equality, and most filter a
 //! metric or service name too. Arrow's kernel compares each row's bytes with a call of its
-//! own. Our files and in-memory rows are sorted by scope and metric, so a batch usually holds
-//! one value throughout: [`StringEq`] first checks that every row has the needle's length
-//! (the offsets alone) and that the batch's bytes are the needle repeated (a few long
-//! comparisons), and only compares row by row when that fails. The answer, nulls included, is
-//! the kernel's.
+//! own. A write comes from one API key, so each of the store's batches holds one scope (files
+//! split them by scope), and often one metric: [`StringEq`] first checks that every row has
+//! the needle's length (the offsets alone) and that the batch's bytes are the needle repeated
+//! (a few long comparisons), and only compares row by row when that fails. The answer, nulls
+//! included, is the kernel's.
 //!
 //! [`StringEqRule`] is the last physical optimizer rule of our sessions: it swaps such
 //! comparisons inside `FilterExec` predicates once the plan is final, so no other rule sees
