@@ -32,8 +32,10 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 
-/// How many bytes of the repeated needle are kept to compare a batch's bytes against.
-const REPEATED_BYTES: usize = 64 * 1024;
+/// How many bytes of the repeated needle are kept to compare a batch's bytes against: built at
+/// every physical planning (each alert evaluation plans), so small; a batch is compared in
+/// pieces of this size.
+const REPEATED_BYTES: usize = 4 * 1024;
 
 /// `column = needle` (or `!=`, `negated`) over a string column; any other input type goes to
 /// the expression it replaced.
